@@ -1,0 +1,26 @@
+from django.contrib import admin
+
+from .models import AuditLog
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    """Read-only for everyone: PostgreSQL refuses UPDATE and DELETE on this table anyway."""
+
+    list_display = ["created_at", "actor", "action", "bundle_id", "device_id", "country", "reason", "ip_address"]
+    list_filter = ["action", "country"]
+    search_fields = ["=bundle_id", "=device_id", "actor"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in AuditLog._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

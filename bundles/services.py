@@ -1,0 +1,186 @@
+"""Bundle ingest: verify, store and acknowledge a pushed bundle in one database transaction."""
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.services import record
+from devices.keys import InvalidPublicKey, load_public_key, verify_signature
+from devices.models import Device, DeviceStatus
+
+from .models import Bundle, BundleStatus, Transaction, TransactionStatus
+from .reasons import ReasonCode, reason_text
+from .wire import ParsedBundle
+
+logger = logging.getLogger(__name__)
+
+
+class BundleConflict(Exception):
+    """The bundle_id is already stored with other content."""
+
+    def __init__(self, bundle: Bundle):
+        super().__init__(bundle.bundle_id)
+        self.bundle = bundle
+
+
+class RepeatSignatureInvalid(Exception):
+    """A repeat push of a stored bundle whose signature does not verify; it is not counted."""
+
+    def __init__(self, bundle: Bundle):
+        super().__init__(bundle.bundle_id)
+        self.bundle = bundle
+
+
+@dataclass
+class IngestResult:
+    bundle: Bundle
+    created: bool
+
+
+@dataclass
+class IngestDecision:
+    status: str
+    reason_code: str = ""
+    rejected_reason: str | None = None
+
+
+def ingest_bundle(parsed: ParsedBundle, *, source_ip: str | None = None) -> IngestResult:
+    """Store a new bundle, or count a repeat push of a stored one.
+
+    Raises BundleConflict when the bundle_id is stored with other content, and
+    RepeatSignatureInvalid when a repeat push carries a bad signature. A new bundle that
+    passes the device and signature checks is left `received` and validated after commit.
+    """
+    device = Device.objects.filter(device_id=parsed.device_id).first()
+    signature_ok = _signature_verifies(device, parsed)
+    logger.info("Push of bundle %s from device %s (%d transactions)", parsed.bundle_id, parsed.device_id,
+                len(parsed.transactions))
+
+    with transaction.atomic():
+        existing = Bundle.objects.select_for_update().filter(bundle_id=parsed.bundle_id).first()
+        if existing is None:
+            try:
+                # A savepoint, so that losing the race to a concurrent push of the same
+                # bundle leaves this transaction usable for the repeat path below.
+                with transaction.atomic():
+                    bundle = _create_bundle(parsed, device, signature_ok, source_ip)
+                return IngestResult(bundle=bundle, created=True)
+            except IntegrityError:
+                existing = Bundle.objects.select_for_update().get(bundle_id=parsed.bundle_id)
+
+        _count_repeat_push(existing, parsed, device, signature_ok, source_ip)
+        existing.refresh_from_db()
+        return IngestResult(bundle=existing, created=False)
+
+
+def _signature_verifies(device: Device | None, parsed: ParsedBundle) -> bool:
+    if device is None:
+        return False
+    try:
+        public_key = load_public_key(device.pubkey_pem)
+    except InvalidPublicKey:
+        logger.error("Stored public key of device %s does not parse", device.device_id)
+        return False
+    return verify_signature(public_key, parsed.signature_alg, parsed.signature_value, parsed.signed_bytes)
+
+
+def _ingest_decision(device: Device | None, parsed: ParsedBundle, signature_ok: bool) -> IngestDecision:
+    if device is None:
+        return IngestDecision(BundleStatus.REJECTED, ReasonCode.UNKNOWN_DEVICE, reason_text(
+            ReasonCode.UNKNOWN_DEVICE, f"device {parsed.device_id} is not registered"))
+    if not signature_ok:
+        detail = f"signature does not verify with the {device.key_alg} key registered for {device.device_id}"
+        if parsed.signature_alg != device.key_alg:
+            detail = f"signature algorithm {parsed.signature_alg} does not match the registered {device.key_alg} key"
+        return IngestDecision(BundleStatus.REJECTED, ReasonCode.INVALID_SIGNATURE,
+                              reason_text(ReasonCode.INVALID_SIGNATURE, detail))
+    if device.status == DeviceStatus.BLOCKED:
+        return IngestDecision(BundleStatus.REJECTED, ReasonCode.DEVICE_BLOCKED, reason_text(
+            ReasonCode.DEVICE_BLOCKED, f"device {device.device_id} is blocked"))
+    if device.status == DeviceStatus.INACTIVE:
+        return IngestDecision(BundleStatus.REJECTED, ReasonCode.DEVICE_INACTIVE, reason_text(
+            ReasonCode.DEVICE_INACTIVE, f"device {device.device_id} is inactive"))
+    return IngestDecision(BundleStatus.RECEIVED)
+
+
+def _create_bundle(parsed: ParsedBundle, device: Device | None, signature_ok: bool,
+                   source_ip: str | None) -> Bundle:
+    decision = _ingest_decision(device, parsed, signature_ok)
+    currencies = {tx.currency for tx in parsed.transactions}
+    country = device.country if device is not None else ""
+
+    bundle = Bundle.objects.create(
+        bundle_id=parsed.bundle_id,
+        device_id=parsed.device_id,
+        country=country,
+        sequence=parsed.sequence,
+        status=decision.status,
+        reason_code=decision.reason_code,
+        rejected_reason=decision.rejected_reason,
+        device_created_at=parsed.created_at,
+        device_sent_at=parsed.sent_at,
+        signature_alg=parsed.signature_alg,
+        signature_value=parsed.signature_value,
+        content_hash=parsed.content_hash,
+        payload=parsed.document,
+        tx_count=len(parsed.transactions),
+        total_amount=sum((tx.amount for tx in parsed.transactions), Decimal(0)),
+        currency=currencies.pop() if len(currencies) == 1 else "",
+        source_ip=source_ip,
+    )
+
+    tx_status = TransactionStatus.REJECTED if decision.status == BundleStatus.REJECTED else TransactionStatus.PENDING
+    Transaction.objects.bulk_create(
+        Transaction(bundle_id=parsed.bundle_id, device_id=parsed.device_id, position=tx.position,
+                    local_id=tx.local_id, type=tx.type, amount=tx.amount, currency=tx.currency, sender=tx.sender,
+                    receiver=tx.receiver, initiated_at=tx.initiated_at, note=tx.note, status=tx_status)
+        for tx in parsed.transactions
+    )
+
+    if signature_ok:
+        Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+
+    record(AuditAction.BUNDLE_RECEIVED, actor=f"device:{parsed.device_id}", bundle_id=parsed.bundle_id,
+           device_id=parsed.device_id, country=country, ip_address=source_ip,
+           details={"sequence": parsed.sequence, "tx_count": len(parsed.transactions),
+                    "signature_alg": parsed.signature_alg})
+
+    if decision.status == BundleStatus.REJECTED:
+        logger.warning("Bundle %s from device %s rejected at ingest: %s", parsed.bundle_id, parsed.device_id,
+                       decision.rejected_reason)
+        record(AuditAction.BUNDLE_REJECTED, bundle_id=parsed.bundle_id, device_id=parsed.device_id,
+               country=country, reason=decision.rejected_reason,
+               old_values={"status": None}, new_values={"status": decision.status, "reason_code": decision.reason_code})
+    else:
+        from .tasks import enqueue_validation
+
+        transaction.on_commit(lambda: enqueue_validation(bundle.pk))
+    return bundle
+
+
+def _count_repeat_push(existing: Bundle, parsed: ParsedBundle, device: Device | None, signature_ok: bool,
+                       source_ip: str | None) -> None:
+    if existing.content_hash != parsed.content_hash:
+        logger.warning("Bundle %s from device %s pushed again with other content", parsed.bundle_id,
+                       parsed.device_id)
+        raise BundleConflict(existing)
+
+    # A bad signature must not let anyone bump the counters of a good bundle; a device
+    # that keeps retrying a bundle already rejected for its signature is still counted.
+    if device is not None and not signature_ok and existing.reason_code != ReasonCode.INVALID_SIGNATURE:
+        logger.warning("Repeat push of bundle %s from device %s has an invalid signature", parsed.bundle_id,
+                       parsed.device_id)
+        raise RepeatSignatureInvalid(existing)
+
+    Bundle.objects.filter(pk=existing.pk).update(push_attempts=F("push_attempts") + 1,
+                                                 last_pushed_at=timezone.now())
+    if signature_ok:
+        Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+    record(AuditAction.BUNDLE_REPUSHED, actor=f"device:{parsed.device_id}", bundle_id=parsed.bundle_id,
+           device_id=parsed.device_id, country=existing.country, ip_address=source_ip,
+           details={"sent_at": parsed.sent_at.isoformat(), "status": existing.status})

@@ -1,0 +1,405 @@
+"""Parse and check a pushed bundle against the wire contract, version 1.
+
+Every problem is collected with its JSON path, so a device developer sees all of them in
+one 400 answer. Nothing here touches the database.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+import rfc8785
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from devices.models import KeyAlgorithm
+
+# Minor-unit digits of the currencies that West African devices use (ISO 4217).
+CURRENCY_EXPONENTS = {
+    "XOF": 0, "XAF": 0, "GNF": 0, "GHS": 2, "NGN": 2, "GMD": 2, "SLE": 2, "LRD": 2,
+    "CVE": 2, "MRU": 2, "EUR": 2, "USD": 2,
+}
+
+TOP_LEVEL_FIELDS = {"bundle_id", "device_id", "sequence", "created_at", "sent_at", "transactions", "signature"}
+TRANSACTION_REQUIRED = {"local_id", "type", "amount", "currency", "sender", "receiver", "initiated_at"}
+TRANSACTION_FIELDS = TRANSACTION_REQUIRED | {"note"}
+SIGNATURE_FIELDS = {"alg", "value"}
+
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+PARTY = re.compile(r"^[A-Za-z0-9+_.:@\-]{1,64}$")
+TRANSACTION_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+AMOUNT = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,4})?$")
+RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+BASE64 = re.compile(r"^[A-Za-z0-9+/]{40,200}={0,2}$")
+MAX_SEQUENCE = 2**53 - 1  # The largest integer that every JSON implementation reads exactly.
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"{size} bytes > {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class BundleFormatError(Exception):
+    """A malformed bundle; `errors` lists each problem with its JSON path."""
+
+    def __init__(self, errors: list[dict]):
+        super().__init__(f"{len(errors)} error(s)")
+        self.errors = errors
+
+
+@dataclass
+class ParsedTransaction:
+    position: int
+    local_id: str
+    type: str
+    amount: Decimal
+    currency: str
+    sender: str
+    receiver: str
+    initiated_at: datetime
+    note: str
+
+
+@dataclass
+class ParsedBundle:
+    document: dict
+    bundle_id: str
+    device_id: str
+    sequence: int
+    created_at: datetime
+    sent_at: datetime
+    transactions: list[ParsedTransaction]
+    signature_alg: str
+    signature_value: str
+    signed_bytes: bytes
+    content_hash: str
+
+    @property
+    def total_amount(self) -> Decimal:
+        return sum((tx.amount for tx in self.transactions), Decimal(0))
+
+
+def canonical_bytes(document: dict) -> bytes:
+    """Return the RFC 8785 (JCS) bytes that the device signs: the document without `signature`."""
+    return rfc8785.dumps({key: value for key, value in document.items() if key != "signature"})
+
+
+def content_hash(document: dict) -> str:
+    """Hash the bundle content that stays the same across pushes (no `sent_at`, no `signature`)."""
+    stable = {key: value for key, value in document.items() if key not in ("sent_at", "signature")}
+    return hashlib.sha256(rfc8785.dumps(stable)).hexdigest()
+
+
+def parse_bundle(body: bytes) -> ParsedBundle:
+    """Parse a request body into a ParsedBundle, or raise PayloadTooLarge or BundleFormatError."""
+    limit = settings.OFFLINE["MAX_BUNDLE_BYTES"]
+    if len(body) > limit:
+        raise PayloadTooLarge(len(body), limit)
+
+    document = load_json(body)
+    checker = _Checker()
+    parsed = checker.check_bundle(document)
+    if checker.errors:
+        raise BundleFormatError(checker.errors)
+    return parsed
+
+
+def load_json(body: bytes) -> dict:
+    """Decode strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BundleFormatError([_error("$", "invalid_encoding",
+                                        _("The body is not valid UTF-8 (byte %(position)d).")
+                                        % {"position": error.start})]) from None
+
+    depth = _max_nesting(text)
+    if depth > settings.OFFLINE["MAX_JSON_DEPTH"]:
+        raise BundleFormatError([_error("$", "too_deep", _("JSON nesting is %(depth)d levels deep; at most "
+                                                            "%(limit)d are allowed.")
+                                        % {"depth": depth, "limit": settings.OFFLINE["MAX_JSON_DEPTH"]})])
+
+    try:
+        document = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except _DuplicateKey as error:
+        raise BundleFormatError([_error("$", "duplicate_key", _("The key %(key)s appears twice in one object.")
+                                        % {"key": json.dumps(error.key)})]) from None
+    except _NonFiniteNumber as error:
+        raise BundleFormatError([_error("$", "invalid_number", _("%(value)s is not a JSON number.")
+                                        % {"value": error.value})]) from None
+    except json.JSONDecodeError as error:
+        raise BundleFormatError([_error("$", "invalid_json", _("Invalid JSON at line %(line)d, column "
+                                                               "%(column)d: %(message)s.")
+                                        % {"line": error.lineno, "column": error.colno, "message": error.msg})]) from None
+
+    if not isinstance(document, dict):
+        raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
+    return document
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+class _NonFiniteNumber(ValueError):
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+def _reject_duplicate_keys(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _reject_constant(value):
+    raise _NonFiniteNumber(value)
+
+
+def _max_nesting(text: str) -> int:
+    """Count the deepest bracket nesting outside strings, before json.loads can recurse."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _error(path: str, code: str, message: str) -> dict:
+    return {"path": path, "code": code, "message": message}
+
+
+class _Checker:
+    """Collects every contract violation of one document with its JSON path."""
+
+    def __init__(self):
+        self.errors: list[dict] = []
+
+    def add(self, path: str, code: str, message: str) -> None:
+        self.errors.append(_error(path, code, message))
+
+    def check_bundle(self, document: dict) -> ParsedBundle | None:
+        self.check_members("$", document, required=TOP_LEVEL_FIELDS, allowed=TOP_LEVEL_FIELDS)
+
+        bundle_id = self.identifier("$.bundle_id", document.get("bundle_id"))
+        device_id = self.identifier("$.device_id", document.get("device_id"))
+        sequence = self.sequence("$.sequence", document.get("sequence"))
+        created_at = self.timestamp("$.created_at", document.get("created_at"))
+        sent_at = self.timestamp("$.sent_at", document.get("sent_at"))
+        alg, value = self.signature("$.signature", document.get("signature"))
+        transactions = self.transactions("$.transactions", document.get("transactions"))
+
+        if self.errors:
+            return None
+
+        return ParsedBundle(
+            document=document, bundle_id=bundle_id, device_id=device_id, sequence=sequence,
+            created_at=created_at, sent_at=sent_at, transactions=transactions, signature_alg=alg,
+            signature_value=value, signed_bytes=canonical_bytes(document), content_hash=content_hash(document),
+        )
+
+    def check_members(self, path: str, obj: dict, *, required: set, allowed: set) -> None:
+        for name in sorted(required - obj.keys()):
+            self.add(f"{path}.{name}", "required", _("This field is required."))
+        for name in sorted(obj.keys() - allowed):
+            self.add(f"{path}.{_path_name(name)}", "unknown_field", _("Unknown field; remove it."))
+
+    def string(self, path: str, value, *, max_length: int, pattern: re.Pattern | None = None,
+               pattern_hint: str = "") -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.add(path, "invalid_type", _("Expected a string, got %(type)s.") % {"type": _json_type(value)})
+            return None
+        if FORBIDDEN_CHARACTERS.search(value):
+            self.add(path, "invalid_character", _("Control characters, including NUL, are not allowed."))
+            return None
+        if len(value) > max_length:
+            self.add(path, "too_long", _("At most %(limit)d characters are allowed, got %(length)d.")
+                     % {"limit": max_length, "length": len(value)})
+            return None
+        if not value:
+            self.add(path, "blank", _("This field may not be empty."))
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.add(path, "invalid_format", pattern_hint)
+            return None
+        return value
+
+    def identifier(self, path: str, value) -> str | None:
+        return self.string(path, value, max_length=64, pattern=IDENTIFIER,
+                           pattern_hint=_("Use 1 to 64 letters, digits and . _ : - characters, starting with a "
+                                          "letter or digit."))
+
+    def sequence(self, path: str, value) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(path, "invalid_type", _("Expected an integer, got %(type)s.") % {"type": _json_type(value)})
+            return None
+        if not 1 <= value <= MAX_SEQUENCE:
+            self.add(path, "out_of_range", _("Must be between 1 and %(max)d.") % {"max": MAX_SEQUENCE})
+            return None
+        return value
+
+    def timestamp(self, path: str, value) -> datetime | None:
+        text = self.string(path, value, max_length=40)
+        if text is None:
+            return None
+        match = RFC3339.match(text)
+        if not match:
+            self.add(path, "invalid_timestamp", _("Expected an RFC 3339 timestamp with an offset, such as "
+                                                  "2026-12-04T09:58:00Z."))
+            return None
+        date, time, fraction, offset = match.groups()
+        fraction = (fraction or "")[:7]  # Python keeps microseconds: six digits after the dot.
+        offset = "+00:00" if offset in ("Z", "z") else offset
+        try:
+            return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+        except ValueError:
+            self.add(path, "invalid_timestamp", _("This date or time does not exist."))
+            return None
+
+    def signature(self, path: str, value) -> tuple[str | None, str | None]:
+        if value is None:
+            return None, None
+        if not isinstance(value, dict):
+            self.add(path, "invalid_type", _("Expected an object, got %(type)s.") % {"type": _json_type(value)})
+            return None, None
+        self.check_members(path, value, required=SIGNATURE_FIELDS, allowed=SIGNATURE_FIELDS)
+        alg = self.string(f"{path}.alg", value.get("alg"), max_length=16)
+        if alg is not None and alg not in KeyAlgorithm.values:
+            self.add(f"{path}.alg", "invalid_choice", _("Expected Ed25519 or ES256."))
+            alg = None
+        signature = self.string(f"{path}.value", value.get("value"), max_length=200, pattern=BASE64,
+                                pattern_hint=_("Expected a base64 signature."))
+        return alg, signature
+
+    def transactions(self, path: str, value) -> list[ParsedTransaction]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.add(path, "invalid_type", _("Expected an array, got %(type)s.") % {"type": _json_type(value)})
+            return []
+        limit = settings.OFFLINE["MAX_TRANSACTIONS_PER_BUNDLE"]
+        if not value:
+            self.add(path, "empty", _("A bundle needs at least one transaction."))
+            return []
+        if len(value) > limit:
+            self.add(path, "too_many", _("At most %(limit)d transactions per bundle, got %(count)d.")
+                     % {"limit": limit, "count": len(value)})
+            return []
+        parsed = []
+        for position, item in enumerate(value):
+            transaction = self.transaction(f"{path}[{position}]", position, item)
+            if transaction is not None:
+                parsed.append(transaction)
+        return parsed
+
+    def transaction(self, path: str, position: int, value) -> ParsedTransaction | None:
+        if not isinstance(value, dict):
+            self.add(path, "invalid_type", _("Expected an object, got %(type)s.") % {"type": _json_type(value)})
+            return None
+        errors_before = len(self.errors)
+        self.check_members(path, value, required=TRANSACTION_REQUIRED, allowed=TRANSACTION_FIELDS)
+
+        local_id = self.identifier(f"{path}.local_id", value.get("local_id"))
+        tx_type = self.string(f"{path}.type", value.get("type"), max_length=32, pattern=TRANSACTION_TYPE,
+                              pattern_hint=_("Use lower-case letters, digits and underscores, such as p2p."))
+        currency = self.string(f"{path}.currency", value.get("currency"), max_length=3, pattern=CURRENCY,
+                               pattern_hint=_("Expected an ISO 4217 code in capitals, such as XOF."))
+        if currency is not None and currency not in CURRENCY_EXPONENTS:
+            self.add(f"{path}.currency", "unsupported_currency", _("Unsupported currency %(currency)s.")
+                     % {"currency": currency})
+            currency = None
+        amount = self.amount(f"{path}.amount", value.get("amount"), currency)
+        party_hint = _("Use 1 to 64 characters: letters, digits and + _ . : @ -.")
+        sender = self.string(f"{path}.sender", value.get("sender"), max_length=64, pattern=PARTY,
+                             pattern_hint=party_hint)
+        receiver = self.string(f"{path}.receiver", value.get("receiver"), max_length=64, pattern=PARTY,
+                               pattern_hint=party_hint)
+        initiated_at = self.timestamp(f"{path}.initiated_at", value.get("initiated_at"))
+        note = ""
+        if value.get("note") != "":  # An empty note is the same as no note.
+            note = self.string(f"{path}.note", value.get("note"), max_length=settings.OFFLINE["MAX_NOTE_CHARS"])
+
+        if len(self.errors) > errors_before:
+            return None
+        return ParsedTransaction(position=position, local_id=local_id, type=tx_type, amount=amount,
+                                 currency=currency, sender=sender, receiver=receiver,
+                                 initiated_at=initiated_at, note=note or "")
+
+    def amount(self, path: str, value, currency: str | None) -> Decimal | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.add(path, "invalid_type", _("Expected a decimal string such as \"1500\", got %(type)s.")
+                     % {"type": _json_type(value)})
+            return None
+        if not AMOUNT.match(value):
+            self.add(path, "invalid_amount", _("Expected a positive decimal string such as \"1500\" or "
+                                               "\"12.50\"."))
+            return None
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            self.add(path, "invalid_amount", _("Not a decimal number."))
+            return None
+        if amount <= 0:
+            self.add(path, "invalid_amount", _("The amount must be greater than zero."))
+            return None
+        if currency is not None:
+            decimals = len(value.partition(".")[2])
+            exponent = CURRENCY_EXPONENTS[currency]
+            if decimals > exponent:
+                self.add(path, "too_many_decimals", _("%(currency)s amounts have at most %(exponent)d decimals.")
+                         % {"currency": currency, "exponent": exponent})
+                return None
+        return amount
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _path_name(name: str) -> str:
+    if IDENTIFIER.match(name):
+        return name
+    return json.dumps(name)

@@ -1,0 +1,46 @@
+import re
+
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from .keys import InvalidPublicKey, load_public_key
+from .models import Device, TenantType
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+class DeviceRegistrationSerializer(serializers.Serializer):
+    device_id = serializers.CharField(max_length=64)
+    tenant_type = serializers.ChoiceField(choices=TenantType.choices)
+    tenant_id = serializers.CharField(max_length=64)
+    pubkey_pem = serializers.CharField(max_length=4096, trim_whitespace=False)
+    country = serializers.CharField(max_length=2, min_length=2)
+
+    def validate_device_id(self, value):
+        if not DEVICE_ID.match(value):
+            raise serializers.ValidationError(
+                _("Use 1 to 64 letters, digits and . _ : - characters, starting with a letter or digit."))
+        return value
+
+    def validate_country(self, value):
+        if not COUNTRY.match(value):
+            raise serializers.ValidationError(_("Expected an ISO 3166-1 alpha-2 code in capitals, such as SN."))
+        return value
+
+    def validate_pubkey_pem(self, value):
+        if "\x00" in value:
+            raise serializers.ValidationError(_("Control characters, including NUL, are not allowed."))
+        try:
+            load_public_key(value)
+        except InvalidPublicKey as error:
+            raise serializers.ValidationError(_("Invalid public key: %(problem)s.") % {"problem": error}) from None
+        return value
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Device
+        fields = ["device_id", "tenant_type", "tenant_id", "country", "key_alg", "key_fingerprint", "status",
+                  "created_at", "last_seen_at"]
+        read_only_fields = fields

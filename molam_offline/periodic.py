@@ -1,0 +1,19 @@
+"""Periodic work for the quick start, where no Celery beat runs.
+
+Production runs the same functions from Celery beat (see CELERY_BEAT_SCHEDULE).
+"""
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def run_periodic_once() -> None:
+    """Run one round of every periodic job, logging and skipping any that fails."""
+    from bundles.tasks import sweep_received_bundles
+
+    for job in (sweep_received_bundles,):
+        try:
+            job()
+        except Exception:  # One failing job must not stop the others or the server.
+            logger.exception("Periodic job %s failed", job.__name__)
