@@ -45,13 +45,14 @@ class Decision:
 
 
 def run_checks(bundle: Bundle, transactions: list[Transaction]) -> Decision:
-    """Decide a bundle's status.
+    """Decide a bundle's status: policy checks first, then fraud scoring of what passed."""
+    from .checks import run_policy_checks
+    from .scoring import score_bundle
 
-    TODO: country policies, clock skew, age, daily limits, duplicates, sequence numbers
-    and fraud scoring are not applied yet, so every bundle that passed the device and
-    signature checks at ingest is accepted here.
-    """
-    return Decision(status=BundleStatus.ACCEPTED)
+    decision = run_policy_checks(bundle, transactions)
+    if decision.status != BundleStatus.ACCEPTED:
+        return decision
+    return score_bundle(bundle, transactions, decision)
 
 
 def validate_bundle(bundle_pk: int) -> str | None:
