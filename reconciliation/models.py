@@ -51,3 +51,24 @@ class SyncQueueItem(models.Model):
 
     def __str__(self):
         return f"{self.bundle_id} ({self.status})"
+
+
+class WorkerHeartbeat(models.Model):
+    """When each reconciliation worker last ran and last succeeded; the dashboard alerts on stale rows."""
+
+    worker_name = models.CharField(_("worker"), max_length=128, unique=True)
+    hostname = models.CharField(_("host name"), max_length=255, blank=True, default="")
+    pid = models.IntegerField(_("process ID"), null=True, blank=True)
+    last_run_at = models.DateTimeField(_("last run at"), null=True, blank=True)
+    last_success_at = models.DateTimeField(_("last success at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True, default="", db_default="")
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, db_default=Now())
+
+    class Meta:
+        db_table = "offline_worker_heartbeats"
+        verbose_name = _("worker heartbeat")
+        verbose_name_plural = _("worker heartbeats")
+        ordering = ["worker_name"]
+
+    def __str__(self):
+        return self.worker_name

@@ -91,3 +91,6 @@ def push(api_client, now, django_capture_on_commit_callbacks):
             return api_client.generic("POST", "/offline/bundles", body, content_type="application/json")
 
     return do_push
+
+
+from tests.processes import redis_server  # noqa: E402,F401  (fixture shared by the worker tests)
