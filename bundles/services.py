@@ -143,7 +143,7 @@ def _create_bundle(parsed: ParsedBundle, device: Device | None, signature_ok: bo
     )
 
     if signature_ok:
-        Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+        _touch_device_after_commit(device)
 
     record(AuditAction.BUNDLE_RECEIVED, actor=f"device:{parsed.device_id}", bundle_id=parsed.bundle_id,
            device_id=parsed.device_id, country=country, ip_address=source_ip,
@@ -180,7 +180,14 @@ def _count_repeat_push(existing: Bundle, parsed: ParsedBundle, device: Device | 
     Bundle.objects.filter(pk=existing.pk).update(push_attempts=F("push_attempts") + 1,
                                                  last_pushed_at=timezone.now())
     if signature_ok:
-        Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+        _touch_device_after_commit(device)
     record(AuditAction.BUNDLE_REPUSHED, actor=f"device:{parsed.device_id}", bundle_id=parsed.bundle_id,
            device_id=parsed.device_id, country=existing.country, ip_address=source_ip,
            details={"sent_at": parsed.sent_at.isoformat(), "status": existing.status})
+
+
+def _touch_device_after_commit(device: Device) -> None:
+    # Lock order everywhere is the device row before its bundle rows. Updating
+    # last_seen_at inside this transaction would lock the device after the bundle and
+    # could deadlock with validation or a block action, so it runs after commit.
+    transaction.on_commit(lambda: Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now()))
