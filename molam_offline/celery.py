@@ -1,4 +1,4 @@
-"""Celery application. Tasks are wake-up calls: PostgreSQL holds the work itself."""
+"""Celery application. A task message only wakes a worker up: the work itself is stored in PostgreSQL."""
 
 import os
 

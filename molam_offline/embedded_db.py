@@ -15,8 +15,8 @@ logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "molam_offline"
 
-# Concurrency tests open one connection per thread or process; the default of 100 is
-# too tight when a Celery worker, a live server and the test runner share the server.
+# Concurrency tests open one connection per thread or process. The default limit of 100
+# is too low when a Celery worker, a live server and the test runner share the server.
 SERVER_SETTINGS = {"max_connections": "300", "shared_buffers": "256MB"}
 
 
