@@ -51,7 +51,8 @@ class Command(BaseCommand):
               f"last sent at {bundle.device_sent_at:%Y-%m-%d %H:%M:%S} device clock)")
         validated = f"{bundle.validated_at:%Y-%m-%d %H:%M:%S}" if bundle.validated_at else "not yet"
         write(f"  validated at      {validated}")
-        write(f"  transactions      {bundle.tx_count}, total {bundle.total_amount} {bundle.currency}, "
+        total = f"{bundle.total_amount} {bundle.currency}".strip()
+        write(f"  transactions      {bundle.tx_count}, total {total}, "
               f"highest fraud score {bundle.max_sira_score if bundle.max_sira_score is not None else '-'}")
         write(f"  reconciliation    {bundle.reconciliation_status}")
         for finding in diagnosis.findings:
