@@ -266,3 +266,38 @@ def test_alert_task_on_beat_schedule():
 
     assert settings.CELERY_BEAT_SCHEDULE["evaluate-alerts"]["task"] == "molam_offline.evaluate_alerts"
     assert "molam_offline.evaluate_alerts" in app.tasks
+
+
+@pytest.mark.django_db
+def test_pushed_bundles_raise_rate_alert(make_device, sample_bundle, push, client, make_user, webhook):
+    """Signed bundles pushed through the API: unknown-device rejections show on every screen."""
+    from io import StringIO
+
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    from molam_offline.roles import OPS
+
+    known = make_device("DEVICE_042")
+    ghost = make_device("DEVICE_GHOST", register=False)
+    for _ in range(20):
+        assert push(known, sample_bundle(known, 1)).status_code == 202
+    for _ in range(3):
+        assert push(ghost, sample_bundle(ghost, 1)).status_code == 202
+    decided = Bundle.objects.exclude(status=BundleStatus.RECEIVED).count()
+    rejected = Bundle.objects.filter(status=BundleStatus.REJECTED).count()
+    assert rejected / decided > 0.10  # the setup, not the behaviour under test
+
+    evaluate_alerts()
+    evaluate_alerts()
+
+    assert [(p["rule"], p["level"]) for p in webhook.payloads] == [("rejection_rate", "escalation")]
+    with pytest.raises(SystemExit) as exit_:
+        call_command("bundle_status", stdout=StringIO())
+    assert exit_.value.code == 2
+    cache.clear()
+    client.force_login(make_user("ops-user", role=OPS))
+    html = client.get("/admin/").content.decode()
+    assert "unknown_device" in html
+    assert 'id="dashboard-alerts"' in html
+    assert '<th title="rejection_rate">High bundle rejection rate</th>' in html

@@ -59,9 +59,17 @@ def compute_dashboard_figures(now: datetime | None = None) -> dict:
         "review": figures.review_backlog(now),
         "devices": figures.device_anomalies(),
         "chart": _chart(hours),
-        "firing_alerts": list(AlertState.objects.filter(status=AlertStatus.FIRING).order_by("rule")),
+        "firing_alerts": [(state, _rule_title(state.rule))
+                          for state in AlertState.objects.filter(status=AlertStatus.FIRING).order_by("rule")],
         "levels": {level.name: level for level in Level},
     }
+
+
+def _rule_title(name: str) -> str:
+    from .alerts import RULES_BY_NAME
+
+    rule = RULES_BY_NAME.get(name)
+    return str(rule.title) if rule is not None else name
 
 
 def _chart(hours: list[figures.HourRow]) -> list[ChartBar]:
