@@ -9,7 +9,7 @@ class AlertStatus(models.TextChoices):
 
 
 class AlertState(models.Model):
-    """The current incident of one alert rule, and what each notification channel was last told about it.
+    """The current incident of one alert rule, and the status last sent to each notification channel.
 
     A channel is notified when `status` differs from its `*_notified_status`, so each
     incident is announced once when it starts and once when it is resolved.

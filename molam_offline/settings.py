@@ -204,7 +204,7 @@ ALERT_EMAIL_RECIPIENTS = [a.strip() for a in os.environ.get("ALERT_EMAIL_RECIPIE
 ALERT_WEBHOOK_URL = os.environ.get("ALERT_WEBHOOK_URL", "")
 # Language of alert emails and webhook texts (operators read French: set "fr").
 ALERT_LANGUAGE = os.environ.get("ALERT_LANGUAGE", LANGUAGE_CODE)
-# When set, /metrics answers only requests with "Authorization: Bearer <token>".
+# When set, /metrics is served only to requests with "Authorization: Bearer <token>".
 METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "")
 MIDDLEWARE = [
     "molam_offline.monitoring.middleware.ProbeMiddleware",

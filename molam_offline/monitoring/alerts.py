@@ -192,7 +192,7 @@ LEVEL_ORDER = {"": 0, "ok": 0, "warning": 1, "escalation": 2}
 
 
 def notification_token(state: AlertState) -> str:
-    """Name what a channel must have been told about the state: "ok", "firing:warning" or "firing:escalation"."""
+    """Return the status a channel must have been sent for the state: "ok", "firing:warning" or "firing:escalation"."""
     if state.status == AlertStatus.OK:
         return AlertStatus.OK
     return f"{state.status}:{state.level}"

@@ -2,7 +2,7 @@
 
 Every query is limited by a time window on offline_tx_bundles' (status, created_at) and
 created_at indexes, by a LIMIT, or runs on a small table (sync queue backlog, worker
-heartbeats). Counts that could grow without bound stop at a cap and say so.
+heartbeats). Counts that could grow without bound stop at a cap and report that they did.
 """
 
 from dataclasses import dataclass, field
@@ -112,7 +112,7 @@ def rejection_reasons(now: datetime | None = None) -> list[ReasonRow]:
 
 
 def recent_rejections(now: datetime | None = None, limit: int = 20) -> list[Bundle]:
-    """The last rejected bundles of the past 24 hours, newest first (Step 2's list)."""
+    """Return the last rejected bundles of the past 24 hours, newest first (Step 2's list)."""
     now = now or timezone.now()
     return list(Bundle.objects.filter(status=BundleStatus.REJECTED, created_at__gt=now - REASON_WINDOW)
                 .order_by("-created_at")
@@ -168,7 +168,7 @@ class WorkerRow:
 
 
 def worker_heartbeats(now: datetime | None = None, limit: int = 100) -> list[WorkerRow]:
-    """Each reconciliation worker's last heartbeat, stale when its last success is older than 30 minutes."""
+    """Return each reconciliation worker's last heartbeat, stale when its last success is older than 30 minutes."""
     now = now or timezone.now()
     max_age = get_thresholds().worker_heartbeat_max_age
     rows = []
@@ -207,7 +207,7 @@ def review_backlog(now: datetime | None = None) -> ReviewFigure:
 def device_anomalies(limit: int = 20) -> list[Device]:
     """Devices with missing sequence numbers or a key conflict (a cloned key), conflicts first."""
     # NOTE: offline_devices has no index on these two columns, so this scans the device
-    # table (thousands of rows, not millions); the LIMIT bounds what is returned.
+    # table. That is thousands of rows rather than millions, and the LIMIT bounds the result.
     from django.db.models import F
 
     return list(Device.objects.filter(Q(missing_sequence_count__gt=0) | Q(key_conflict_detected_at__isnull=False))

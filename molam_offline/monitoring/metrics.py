@@ -4,7 +4,7 @@ Counters and histograms use prometheus_client's multiprocess mode when
 PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py sets it), so a scrape served by any
 worker reports the sum over all workers. Figures about bundles, the queue, workers and
 alerts are computed from the database at scrape time with the same queries as the
-dashboard, so they are the same whichever process (or pod) answers.
+dashboard, so they are the same whichever process (or pod) serves the scrape.
 """
 
 import logging

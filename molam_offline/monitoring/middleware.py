@@ -11,7 +11,7 @@ PROBE_VIEWS = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": v
 
 
 class ProbeMiddleware:
-    """Answer /healthz, /readyz and /metrics before host validation and sessions.
+    """Serve /healthz, /readyz and /metrics before host validation and sessions.
 
     Kubernetes probes and Prometheus address a pod by its IP address, which is not in
     ALLOWED_HOSTS, so these paths must not reach CommonMiddleware's host check.

@@ -39,7 +39,7 @@ DEFAULTS = {
     # NOTE: not from the runbook. Below this many decided bundles in the hour one
     # rejection would swing the rate past both lines, so no rate alert is raised.
     "REJECTION_RATE_MIN_BUNDLES": 20,
-    # Runbook: alert when the sync queue holds more than 500 pending bundles, or the
+    # Runbook: alert when the sync queue contains more than 500 pending bundles, or the
     # oldest pending one waits more than an hour (the worker may be stuck).
     "QUEUE_SIZE_MAX": 500,
     "QUEUE_OLDEST_MAX": timedelta(hours=1),

@@ -18,13 +18,13 @@ BROKER_TIMEOUT_SECONDS = 2
 
 @never_cache
 def healthz(request):
-    """Answer 200 while the process serves requests; checks nothing else, so a database outage restarts no pod."""
+    """Return 200 while the process serves requests. Nothing else is checked, so a database outage restarts no pod."""
     return JsonResponse({"status": "ok"})
 
 
 @never_cache
 def readyz(request):
-    """Answer 200 when PostgreSQL and the Celery broker (if one is configured) are reachable, else 503."""
+    """Return 200 when PostgreSQL and the Celery broker (if one is configured) are reachable, else 503."""
     checks = {"database": _check_database(), "broker": _check_broker()}
     ready = all(value in ("ok", "not configured") for value in checks.values())
     return JsonResponse({"status": "ready" if ready else "not ready", **checks}, status=200 if ready else 503)
