@@ -192,7 +192,7 @@ EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.conso
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "molam-offline@localhost")
 
 # Operations monitoring: dashboard, diagnosis commands, /healthz, /readyz, /metrics, alerts.
-# Thresholds default to the on-call runbook's (molam_offline/monitoring/thresholds.py).
+# Thresholds default to the on-call runbook's (docs/operations.md); see molam_offline/monitoring/thresholds.py.
 MONITORING = {
     "REJECTION_RATE_MIN_BUNDLES": env_int("ALERT_REJECTION_RATE_MIN_BUNDLES", 20),
     # Seconds the admin dashboard reuses its figures before querying again.

@@ -54,6 +54,20 @@ def test_action_label_falls_back_to_default():
     assert admin_action_label("block_device") == "Block device"
 
 
+def test_action_label_read_from_admin(monkeypatch):
+    from django.contrib import admin
+
+    from bundles.admin import BundleAdmin
+
+    @admin.action(description="Approve and queue for the ledger")
+    def approve(modeladmin, request, queryset):
+        pass
+
+    monkeypatch.setattr(BundleAdmin, "approve", approve, raising=False)
+
+    assert admin_action_label("approve") == "Approve and queue for the ledger"
+
+
 def test_diagnose_clock_skew(make_device):
     make_device("DEVICE_042")
     bundle = reject(1, "clock_skew", rejected_reason="clock_skew: clock skew too large (180 minutes ahead)")[0]

@@ -1,4 +1,4 @@
-"""The runbook's common issues, which reason codes they cover, and the admin actions that resolve them.
+"""The common issues of the on-call runbook (docs/operations.md), which reason codes they cover, and the admin actions that resolve them.
 
 The admin action names and labels are kept here and nowhere else, so the diagnosis
 command, the dashboard and docs/operations.md name the same buttons.
@@ -34,10 +34,11 @@ ADMIN_ACTIONS = {
 def admin_action_label(key: str) -> str:
     """Return the label the admin shows for an action, or its default label if the admin does not offer it."""
     action = ADMIN_ACTIONS[key]
-    model_admin = admin.site._registry.get(apps.get_model(action.model))
-    found = model_admin.get_action(action.name) if model_admin is not None else None
-    if found is not None:
-        return str(found[2])
+    model = apps.get_model(action.model)
+    if admin.site.is_registered(model):
+        found = admin.site.get_model_admin(model).get_action(action.name)
+        if found is not None:
+            return str(found[2])
     # NOTE: the default label is used until the admin registers an action of this name.
     return str(action.default_label)
 

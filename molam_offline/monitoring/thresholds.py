@@ -1,4 +1,4 @@
-"""Monitoring thresholds, read from settings.MONITORING (defaults from the on-call runbook)."""
+"""Monitoring thresholds, read from settings.MONITORING (defaults from the on-call runbook in docs/operations.md)."""
 
 from dataclasses import dataclass
 from datetime import timedelta

@@ -1,5 +1,7 @@
 from django import template
 
+from bundles.models import BundleStatus
+
 from molam_offline.monitoring.dashboard import STATUS_COLOURS, dashboard_figures
 from molam_offline.monitoring.figures import format_duration
 
@@ -21,6 +23,12 @@ def duration(value):
 @register.filter
 def status_colour(status):
     return STATUS_COLOURS.get(status, "#9e9e9e")
+
+
+@register.filter
+def status_label(status):
+    """Return the translated label of a bundle status code."""
+    return BundleStatus(status).label if status in BundleStatus.values else status
 
 
 @register.filter
