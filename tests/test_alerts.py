@@ -156,6 +156,20 @@ def test_symptom_alerts_once_and_resolves_once(symptom, rule, level, subject, se
 
 
 @pytest.mark.django_db
+def test_fraud_confirmed_on_old_bundle(webhook):
+    from django.utils import timezone
+
+    bundle = make_bundles(1, BundleStatus.QUARANTINED, age=timedelta(days=3))[0]
+    evaluate_alerts()
+    Bundle.objects.filter(pk=bundle.pk).update(status=BundleStatus.REJECTED, reason_code="confirmed_fraud",
+                                               updated_at=timezone.now())
+
+    evaluate_alerts()
+
+    assert [(p["rule"], p["status"]) for p in webhook.payloads] == [("confirmed_fraud", "firing")]
+
+
+@pytest.mark.django_db
 def test_no_alert_when_healthy(webhook):
     accept(50)
     reject(1)

@@ -60,6 +60,7 @@ def test_dashboard_shows_every_symptom(ops_client, make_device):
     assert "ledger timed out" in html
     assert "Waiting longer than 4h00m" in html
     assert "DEVICE_CLONED" in section(html, "dashboard-devices")
+    assert 'class="level-0">\n        <th colspan="2">Rejected as confirmed fraud' in html
     assert 'id="dashboard-chart"' in html
 
 
@@ -95,10 +96,11 @@ def test_dashboard_query_count_pinned(ops_client, make_device):
     with CaptureQueriesContext(connection) as warm:
         ops_client.get("/admin/")
 
-    # A fixed number of queries whatever the row counts: status, reasons, chart, four
-    # for the queue, workers, four for the review backlog, devices, firing alerts.
+    # A fixed number of queries whatever the row counts: status, reasons, confirmed
+    # fraud, chart, four for the queue, workers, four for the review backlog, devices,
+    # firing alerts.
     figure_queries = len(cold) - len(warm)
-    assert figure_queries == 14
+    assert figure_queries == 15
 
 
 def test_dashboard_bundle_queries_bounded(ops_client):
@@ -106,7 +108,8 @@ def test_dashboard_bundle_queries_bounded(ops_client):
         ops_client.get("/admin/")
 
     bundle_queries = [q["sql"] for q in queries.captured_queries if "offline_tx_bundles" in q["sql"]]
-    assert len(bundle_queries) == 7
+    assert len(bundle_queries) == 8
     for sql in bundle_queries:
         # Each is bounded by the receive time (the status/created_at indexes) or a LIMIT.
         assert '"created_at" >' in sql or '"created_at" <' in sql or "LIMIT" in sql, sql
+        assert "COUNT(*)" not in sql or "LIMIT" in sql, sql

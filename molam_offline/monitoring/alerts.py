@@ -8,6 +8,7 @@ when ALERT_WEBHOOK_URL is set, by a JSON POST; its resolution is announced once 
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from django.utils.translation import gettext_lazy
 
 from audit.models import AuditAction
 from audit.services import record
-from bundles.reasons import ReasonCode
 from molam_offline.models import AlertState, AlertStatus
 
 from . import figures
@@ -43,13 +43,14 @@ class Snapshot:
     queue: figures.QueueFigure
     workers: list[figures.WorkerRow]
     review: figures.ReviewFigure
+    confirmed_fraud: int
 
 
 def take_snapshot(now: datetime | None = None) -> Snapshot:
     now = now or timezone.now()
     return Snapshot(now=now, rate=figures.rejection_rate(now=now), reasons=figures.rejection_reasons(now),
                     queue=figures.sync_queue_status(now), workers=figures.worker_heartbeats(now),
-                    review=figures.review_backlog(now))
+                    review=figures.review_backlog(now), confirmed_fraud=figures.confirmed_fraud_last_24h(now))
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ def _unknown_reason(snapshot: Snapshot) -> RuleResult:
 
 
 def _confirmed_fraud(snapshot: Snapshot) -> RuleResult:
-    count = sum(row.count for row in snapshot.reasons if row.code == ReasonCode.CONFIRMED_FRAUD)
+    count = snapshot.confirmed_fraud
     if not count:
         return RuleResult(False)
-    return RuleResult(True, _("%(count)d bundles received in the last 24 hours were rejected as confirmed fraud; "
-                              "the security team handles these.") % {"count": count})
+    return RuleResult(True, _("%(count)d bundles were rejected as confirmed fraud in the last 24 hours. "
+                              "The security team handles these.") % {"count": count})
 
 
 def _queue_backlog(snapshot: Snapshot) -> RuleResult:
@@ -256,6 +257,8 @@ def _send_webhook(rule: AlertRule, state: AlertState) -> None:
     url = getattr(settings, "ALERT_WEBHOOK_URL", "")
     if not url:
         return
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"ALERT_WEBHOOK_URL must be an http:// or https:// URL, not {url!r}")
     subject, body = _message(rule, state)
     payload = {
         "rule": state.rule,

@@ -54,6 +54,7 @@ def compute_dashboard_figures(now: datetime | None = None) -> dict:
         "rate": figures.rejection_rate(status_rows),
         "reasons": reasons[:10],
         "unknown_reasons": [row for row in reasons if not row.known],
+        "confirmed_fraud": figures.confirmed_fraud_last_24h(now),
         "queue": figures.sync_queue_status(now),
         "workers": figures.worker_heartbeats(now),
         "review": figures.review_backlog(now),

@@ -111,6 +111,18 @@ def rejection_reasons(now: datetime | None = None) -> list[ReasonRow]:
     return result
 
 
+def confirmed_fraud_last_24h(now: datetime | None = None) -> int:
+    """Count bundles rejected as confirmed fraud in the last 24 hours, whenever they were received.
+
+    An operator usually confirms fraud on a quarantined bundle received days earlier, so
+    this filters on the last change (updated_at) through the reason_code index.
+    """
+    now = now or timezone.now()
+    count, _ = capped_count(Bundle.objects.filter(reason_code=ReasonCode.CONFIRMED_FRAUD,
+                                                  status=BundleStatus.REJECTED, updated_at__gt=now - REASON_WINDOW))
+    return count
+
+
 def recent_rejections(now: datetime | None = None, limit: int = 20) -> list[Bundle]:
     """Return the last rejected bundles of the past 24 hours, newest first (Step 2's list)."""
     now = now or timezone.now()

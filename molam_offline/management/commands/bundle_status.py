@@ -62,7 +62,10 @@ class Command(BaseCommand):
               + f"; {review.stuck} waiting longer than {figures.format_duration(thresholds.review_stuck_after)} "
               f"(alert above {thresholds.review_stuck_max})  [{review.level.name}]")
 
-        fraud = any(row.code == "confirmed_fraud" for row in reasons)
+        fraud = figures.confirmed_fraud_last_24h(now)
+        if fraud:
+            write(f"\nConfirmed fraud: {fraud} bundles rejected as confirmed_fraud in the last 24 hours: "
+                  "escalate to the security team  [ESCALATION]")
         level = max([rate.level, queue.level, review.level,
                      Level.ESCALATION if unknown or fraud or any(w.stale for w in workers) else Level.OK])
         write(f"\nOverall: {level.name}")
