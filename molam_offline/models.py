@@ -11,8 +11,9 @@ class AlertStatus(models.TextChoices):
 class AlertState(models.Model):
     """The current incident of one alert rule, and the status last sent to each notification channel.
 
-    A channel is notified when `status` differs from its `*_notified_status`, so each
-    incident is announced once when it starts and once when it is resolved.
+    A channel is notified when the state's notification token (status, level and the
+    time the incident started or was resolved) differs from its `*_notified_status`, so
+    each incident is announced once when it starts and once when it is resolved.
     """
 
     rule = models.CharField(_("rule"), max_length=64, unique=True)

@@ -213,6 +213,24 @@ def test_failed_webhook_retried_without_second_email(webhook):
 
 
 @pytest.mark.django_db
+def test_new_incident_after_unsent_resolution(settings, webhook):
+    from django.utils import timezone
+
+    settings.ALERT_EMAIL_RECIPIENTS = []
+    start = timezone.now()
+    bundle = reject(1, "made_up_reason")[0]
+    evaluate_alerts(start)
+    Bundle.objects.filter(pk=bundle.pk).update(status=BundleStatus.ACCEPTED)
+    webhook.status_codes = [500]  # the resolution is not delivered
+    evaluate_alerts(start + timedelta(minutes=1))
+    Bundle.objects.filter(pk=bundle.pk).update(status=BundleStatus.REJECTED)
+
+    evaluate_alerts(start + timedelta(minutes=2))
+
+    assert [p["status"] for p in webhook.payloads] == ["firing", "firing"]
+
+
+@pytest.mark.django_db
 def test_email_body_names_figures(settings):
     settings.ALERT_WEBHOOK_URL = ""
     rate_escalation()

@@ -193,10 +193,14 @@ LEVEL_ORDER = {"": 0, "ok": 0, "warning": 1, "escalation": 2}
 
 
 def notification_token(state: AlertState) -> str:
-    """Return the status a channel must have been sent for the state: "ok", "firing:warning" or "firing:escalation"."""
+    """Return what a channel must have been sent for the state, for example "firing:warning:1796400000".
+
+    The token names the incident by the Unix time it started or was resolved, so a new
+    incident is announced even when the previous resolution could not be sent.
+    """
     if state.status == AlertStatus.OK:
-        return AlertStatus.OK
-    return f"{state.status}:{state.level}"
+        return f"ok:{int(state.resolved_at.timestamp())}" if state.resolved_at else AlertStatus.OK
+    return f"firing:{state.level}:{int(state.firing_since.timestamp())}"
 
 
 def announce(state: AlertState) -> None:
