@@ -22,7 +22,8 @@ from .thresholds import Level, get_thresholds
 STATUS_WINDOW = timedelta(hours=1)  # The runbook's Step 1 looks at the last hour.
 REASON_WINDOW = timedelta(hours=24)  # Its Step 2 lists rejections of the last 24 hours.
 CHART_HOURS = 24
-COUNT_CAP = 100_000
+# Counts stop here: past it the dashboard shows "10000+", far above every alert threshold.
+COUNT_CAP = 10_000
 KNOWN_REASON_CODES = frozenset(ReasonCode.values)
 STATUS_ORDER = [BundleStatus.ACCEPTED, BundleStatus.REJECTED, BundleStatus.QUARANTINED,
                 BundleStatus.PENDING_REVIEW, BundleStatus.RECEIVED]
@@ -199,6 +200,8 @@ class ReviewFigure:
     stuck: int  # bundles waiting for review longer than REVIEW_STUCK_AFTER
     oldest_created_at: datetime | None
     level: Level
+    capped_statuses: frozenset[str] = frozenset()  # statuses whose count stopped at COUNT_CAP
+    stuck_capped: bool = False
 
 
 def review_backlog(now: datetime | None = None) -> ReviewFigure:
@@ -206,14 +209,18 @@ def review_backlog(now: datetime | None = None) -> ReviewFigure:
     now = now or timezone.now()
     thresholds = get_thresholds()
     by_status = {}
+    capped_statuses = set()
     for status in REVIEW_STATUSES:
-        by_status[str(status)], _ = capped_count(Bundle.objects.filter(status=status))
-    stuck, _ = capped_count(Bundle.objects.filter(status__in=REVIEW_STATUSES,
-                                                  created_at__lt=now - thresholds.review_stuck_after))
+        by_status[str(status)], capped = capped_count(Bundle.objects.filter(status=status))
+        if capped:
+            capped_statuses.add(str(status))
+    stuck, stuck_capped = capped_count(Bundle.objects.filter(status__in=REVIEW_STATUSES,
+                                                             created_at__lt=now - thresholds.review_stuck_after))
     oldest = (Bundle.objects.filter(status__in=REVIEW_STATUSES).order_by("created_at")
               .values_list("created_at", flat=True).first())
     level = Level.WARNING if stuck > thresholds.review_stuck_max else Level.OK
-    return ReviewFigure(by_status=by_status, stuck=stuck, oldest_created_at=oldest, level=level)
+    return ReviewFigure(by_status=by_status, stuck=stuck, oldest_created_at=oldest, level=level,
+                        capped_statuses=frozenset(capped_statuses), stuck_capped=stuck_capped)
 
 
 def device_anomalies(limit: int = 20) -> list[Device]:
