@@ -355,3 +355,15 @@ def test_pushed_bundles_raise_rate_alert(make_device, sample_bundle, push, clien
     assert "unknown_device" in html
     assert 'id="dashboard-alerts"' in html
     assert '<th title="rejection_rate">High bundle rejection rate</th>' in html
+
+
+@pytest.mark.django_db
+def test_alert_task_runs_rules():
+    from molam_offline.tasks import evaluate_alerts_task
+
+    unknown_reason()
+
+    statuses = evaluate_alerts_task.apply().get()
+
+    assert statuses["unknown_rejection_reason"] == AlertStatus.FIRING
+    assert statuses["worker_stale"] == AlertStatus.OK
