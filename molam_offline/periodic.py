@@ -11,8 +11,9 @@ logger = logging.getLogger(__name__)
 def run_periodic_once() -> None:
     """Run one round of every periodic job, logging and skipping any that fails."""
     from bundles.tasks import sweep_received_bundles
+    from molam_offline.monitoring.alerts import evaluate_alerts
 
-    for job in (sweep_received_bundles,):
+    for job in (sweep_received_bundles, evaluate_alerts):
         try:
             job()
         except Exception:  # One failing job must not stop the others or the server.

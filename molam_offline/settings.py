@@ -190,3 +190,28 @@ LOGGING = {
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "molam-offline@localhost")
+
+# Operations monitoring: dashboard, diagnosis commands, /healthz, /readyz, /metrics, alerts.
+# Thresholds default to the on-call runbook's (docs/operations.md); see molam_offline/monitoring/thresholds.py.
+MONITORING = {
+    "REJECTION_RATE_MIN_BUNDLES": env_int("ALERT_REJECTION_RATE_MIN_BUNDLES", 20),
+    # Seconds the admin dashboard reuses its figures before querying again.
+    "DASHBOARD_CACHE_SECONDS": env_int("DASHBOARD_CACHE_SECONDS", 30),
+}
+# Comma-separated addresses that receive alert emails; empty sends no email.
+ALERT_EMAIL_RECIPIENTS = [a.strip() for a in os.environ.get("ALERT_EMAIL_RECIPIENTS", "").split(",") if a.strip()]
+# URL that receives each alert as a JSON POST; empty sends none.
+ALERT_WEBHOOK_URL = os.environ.get("ALERT_WEBHOOK_URL", "")
+# Language of alert emails and webhook texts (operators read French: set "fr").
+ALERT_LANGUAGE = os.environ.get("ALERT_LANGUAGE", LANGUAGE_CODE)
+# When set, /metrics is served only to requests with "Authorization: Bearer <token>".
+METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "")
+MIDDLEWARE = [
+    "molam_offline.monitoring.middleware.ProbeMiddleware",
+    "molam_offline.monitoring.middleware.PushMetricsMiddleware",
+    *MIDDLEWARE,
+]
+CELERY_BEAT_SCHEDULE["evaluate-alerts"] = {
+    "task": "molam_offline.evaluate_alerts",
+    "schedule": timedelta(minutes=1),
+}
