@@ -190,3 +190,8 @@ LOGGING = {
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "molam-offline@localhost")
+
+# Fraud scoring (SIRA): the scorer class, and the external service for bundles.sira.http.HttpScorer.
+SIRA_SCORER = os.environ.get("SIRA_SCORER", "bundles.sira.scorer.RuleScorer")
+SIRA_URL = os.environ.get("SIRA_URL", "")
+SIRA_TIMEOUT_SECONDS = float(os.environ.get("SIRA_TIMEOUT_SECONDS", "2"))
