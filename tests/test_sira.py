@@ -48,9 +48,9 @@ def context(moment, **overrides):
     return BundleContext(**values)
 
 
-def history(moment, count=20, amount="2000", sequence=4):
+def history(moment, count=20, amount="2000"):
     return [PastTransaction("D1", f"old-{i}", f"+22177100{i:04d}", "+221770000002", Decimal(amount),
-                            moment - timedelta(hours=2 + i), sequence) for i in range(count)]
+                            moment - timedelta(hours=2 + i)) for i in range(count)]
 
 
 def codes(score):
@@ -117,9 +117,9 @@ def test_rule_scorer_replay_and_sender_on_other_devices():
     moment = datetime(2026, 11, 3, 15, 0, tzinfo=timezone.utc)
     past = history(moment)
     other = [PastTransaction("D2", "x1", "+221770009999", "+221770000005", Decimal("5000"),
-                             moment - timedelta(minutes=5), 1),
+                             moment - timedelta(minutes=5)),
              PastTransaction("D3", "x2", "+221770009999", "+221770000006", Decimal("5000"),
-                             moment + timedelta(minutes=3), 1)]
+                             moment + timedelta(minutes=3))]
     copy = Tx("t1", past[0].amount, past[0].initiated_at, sender=past[0].sender, receiver=past[0].receiver)
     double = Tx("t2", "5000", moment, sender="+221770009999")
     scores = RuleScorer().score(context(moment, device_history=past, sender_history=other), [copy, double],
@@ -133,8 +133,9 @@ def test_rule_scorer_replay_and_sender_on_other_devices():
 
 def test_rule_scorer_sequence_and_clock_rules():
     moment = datetime(2026, 11, 3, 15, 0, tzinfo=timezone.utc)
-    past = history(moment)  # latest at moment - 2 h, in bundle 4
-    conflict = context(moment, sequence_conflict=True, previous_sequence=1, device_history=past)
+    past = history(moment)
+    conflict = context(moment, sequence_conflict=True, previous_sequence=1, device_history=past,
+                       previous_bundle_latest=moment - timedelta(hours=2))
     rolled_back = Tx("t1", "2000", moment - timedelta(hours=5))
     after_sealing = Tx("t2", "2000", moment + timedelta(hours=1))
     scores = RuleScorer().score(conflict, [rolled_back, after_sealing], sn_policy())
@@ -265,10 +266,11 @@ def test_history_lookup_query_count(make_device, push, now, django_assert_num_qu
     bundle = Bundle.objects.filter(device_id="DEVICE_QUERIES").order_by("-sequence").first()
     transactions = list(bundle.transactions.order_by("position"))
 
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(2):
         loaded = load_context(bundle, transactions, DAKAR)
     assert len(loaded.device_history) == 40
     assert loaded.previous_sequence == 2
+    assert loaded.previous_bundle_latest == now - timedelta(days=1, hours=1) + timedelta(minutes=19)
 
 
 # Scorer failures ---------------------------------------------------------------------------

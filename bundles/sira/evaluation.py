@@ -27,6 +27,7 @@ class HistoryStore:
         self.device_times: dict[str, list[datetime]] = defaultdict(list)
         self.by_sender: dict[str, list[PastTransaction]] = defaultdict(list)
         self.sequences: dict[str, list[int]] = defaultdict(list)  # sorted
+        self.latest_by_sequence: dict[tuple[str, int], datetime] = {}
 
     def context(self, bundle: SyntheticBundle, key_registered_at: datetime, time_zone: str) -> BundleContext:
         times = [tx.initiated_at for tx in bundle.transactions]
@@ -48,23 +49,29 @@ class HistoryStore:
         position = bisect.bisect_left(sequences, bundle.sequence)
         previous_sequence = sequences[position - 1] if position else None
         conflict = position < len(sequences) and sequences[position] == bundle.sequence
+        previous_latest = None
+        if previous_sequence is not None:
+            previous_latest = self.latest_by_sequence[(bundle.device_id, previous_sequence)]
 
         return BundleContext(bundle_id=bundle.bundle_id, device_id=bundle.device_id, sequence=bundle.sequence,
                              sealed_at=bundle.sealed_at, key_registered_at=key_registered_at, time_zone=time_zone,
                              previous_sequence=previous_sequence, sequence_conflict=conflict,
+                             previous_bundle_latest=previous_latest,
                              device_history=device_history, sender_history=sender_history)
 
     def add(self, bundle: SyntheticBundle) -> None:
         rows = self.by_device[bundle.device_id]
         times = self.device_times[bundle.device_id]
         for tx in bundle.transactions:
-            past = PastTransaction(bundle.device_id, tx.local_id, tx.sender, tx.receiver, tx.amount, tx.initiated_at,
-                                   bundle.sequence)
+            past = PastTransaction(bundle.device_id, tx.local_id, tx.sender, tx.receiver, tx.amount, tx.initiated_at)
             index = bisect.bisect_right(times, tx.initiated_at)
             times.insert(index, tx.initiated_at)
             rows.insert(index, past)
             self.by_sender[tx.sender].append(past)
         bisect.insort(self.sequences[bundle.device_id], bundle.sequence)
+        # Of two bundles with one number (a cloned key), the later one stands for the number.
+        self.latest_by_sequence[(bundle.device_id, bundle.sequence)] = max(tx.initiated_at
+                                                                          for tx in bundle.transactions)
 
 
 @dataclass

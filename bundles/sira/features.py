@@ -48,7 +48,6 @@ class PastTransaction:
     receiver: str
     amount: Decimal
     initiated_at: datetime
-    sequence: int  # of its bundle
 
 
 @dataclass
@@ -65,6 +64,9 @@ class BundleContext:
     previous_sequence: int | None
     # True when another bundle of the device has the same sequence number.
     sequence_conflict: bool
+    # The latest initiated_at in the device's bundle with the highest sequence below this
+    # one that was not rejected, or None.
+    previous_bundle_latest: datetime | None = None
     device_history: list[PastTransaction] = field(default_factory=list)  # sorted by initiated_at
     sender_history: list[PastTransaction] = field(default_factory=list)  # other devices only
 
@@ -84,7 +86,7 @@ class TransactionFeatures:
     replay_of: str | None  # "device/local_id" of an identical earlier transaction
     sequence_gap: int  # sequence numbers missing just before this bundle
     sequence_conflict: bool
-    clock_rollback: timedelta | None  # how far before the device's latest earlier transaction
+    clock_rollback: timedelta | None  # how far before the latest transaction of the device's previous bundle
     after_sealing: timedelta | None  # how far after the bundle's sealing time
     time_zone: str
     near_limit: bool = False
@@ -139,11 +141,7 @@ def extract_features(context: BundleContext, transactions: Sequence[TransactionL
         known.setdefault(_identity(past.sender, past.receiver, past.amount, past.initiated_at),
                          f"{past.device_id}/{past.local_id}")
 
-    latest_before = None
-    for past in history:
-        if past.sequence < context.sequence and (latest_before is None or past.initiated_at > latest_before):
-            latest_before = past.initiated_at
-
+    latest_before = context.previous_bundle_latest
     sequence_gap = 0
     if context.previous_sequence is not None:
         sequence_gap = max(context.sequence - context.previous_sequence - 1, 0)
