@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 def _policy_for(bundle: Bundle) -> Policy:
     policy = Policy.objects.filter(country=bundle.country, is_active=True).first()
     if policy is None:
-        # The policy checks reject a bundle without a policy; this only guards a direct call.
+        # NOTE: a country without an active policy is scored with the model's defaults
+        # (review at 60, quarantine at 80, Africa/Dakar) rather than failing the bundle.
         logger.warning("No active policy for country %r of bundle %s (device %s); scoring with default thresholds",
                        bundle.country, bundle.bundle_id, bundle.device_id)
         policy = Policy(country=bundle.country or "SN", currency=bundle.currency or "XOF")
@@ -35,7 +36,8 @@ def score_bundle(bundle: Bundle, transactions: list[Transaction], decision: Deci
         return decision
     policy = _policy_for(bundle)
 
-    # A database error here propagates, so the validation task retries the whole bundle.
+    # A database error here propagates and leaves the bundle `received`, so the
+    # received-bundle sweep validates it again later.
     context = load_context(bundle, transactions, policy.timezone)
 
     started = time.perf_counter()

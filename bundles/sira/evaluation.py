@@ -69,7 +69,7 @@ class HistoryStore:
             rows.insert(index, past)
             self.by_sender[tx.sender].append(past)
         bisect.insort(self.sequences[bundle.device_id], bundle.sequence)
-        # Of two bundles with one number (a cloned key), the later one stands for the number.
+        # Of two bundles with one number (a cloned key), the later one replaces the earlier one here.
         self.latest_by_sequence[(bundle.device_id, bundle.sequence)] = max(tx.initiated_at
                                                                           for tx in bundle.transactions)
 

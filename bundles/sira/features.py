@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol, Sequence
 
-# How far back the device's own history goes, and the most rows it may contain.
+# How far back the device's own history goes, and the max rows it may contain.
 DEVICE_LOOKBACK = timedelta(days=30)
 DEVICE_HISTORY_LIMIT = 500
-# How far around the bundle the senders' transactions on other devices are read, and the most rows.
+# How far around the bundle the senders' transactions on other devices are read, and the max rows.
 SENDER_LOOKBACK = timedelta(hours=24)
 SENDER_LOOKAHEAD = timedelta(minutes=15)
 SENDER_HISTORY_LIMIT = 2000
@@ -52,7 +52,7 @@ class PastTransaction:
 
 @dataclass
 class BundleContext:
-    """What the scorer may know about a bundle besides its transactions."""
+    """Facts about a bundle, other than its transactions, that a scorer may use."""
 
     bundle_id: str
     device_id: str
@@ -106,7 +106,8 @@ def extract_features(context: BundleContext, transactions: Sequence[TransactionL
                      max_amount_per_transaction: Decimal) -> list[TransactionFeatures]:
     """Compute the features of each transaction of a bundle, in bundle order.
 
-    Each transaction sees the device's stored history and the bundle's other transactions.
+    The features of each transaction count the device's stored history and the bundle's
+    other transactions.
     """
     near_limit_floor = max_amount_per_transaction * NEAR_LIMIT_SHARE
     history = context.device_history

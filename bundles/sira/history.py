@@ -1,7 +1,7 @@
 """Database lookups that build a bundle's BundleContext: two indexed queries per bundle.
 
-The queries are bounded by time and row count, so a device or sender with millions of
-past transactions costs the same as one with a few hundred.
+The queries are bounded by time window and row count, so a device or sender with millions
+of past transactions reads no more rows than one with a few hundred.
 """
 
 from django.db import connection

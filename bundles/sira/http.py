@@ -1,10 +1,10 @@
-"""A scorer that asks an external SIRA HTTP service, with a short timeout.
+"""A scorer that calls an external SIRA HTTP service, with a short timeout.
 
 Request (POST SIRA_URL, JSON): {"bundle_id", "device_id", "country", "transactions": [
 {"local_id", "type", "amount", "currency", "sender", "receiver", "initiated_at"}]}.
-Expected answer: {"scores": [{"local_id": str, "score": int 0-100,
+Expected response: {"scores": [{"local_id": str, "score": int 0-100,
 "reasons": [{"code": str, "points": int, "detail": str}]}]}, one entry per transaction.
-Any other answer, an HTTP error or a timeout raises ScorerUnavailable.
+Any other response, an HTTP error or a timeout raises ScorerUnavailable.
 """
 
 import json
@@ -21,8 +21,8 @@ from .scorer import MAX_SCORE, Score, Scorer, ScorerUnavailable
 
 logger = logging.getLogger(__name__)
 
-# The most bytes read from an answer; a larger one is malformed.
-MAX_ANSWER_BYTES = 1024 * 1024
+# The max bytes read from a response. A larger response is rejected as malformed.
+MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 class HttpScorer(Scorer):
@@ -47,11 +47,13 @@ class HttpScorer(Scorer):
         }).encode("utf-8")
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
+        # NOTE: the timeout applies to the connection and to each read, not to the whole
+        # request, so a server that sends a byte at a time can take longer.
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read(MAX_ANSWER_BYTES + 1)
+                payload = response.read(MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as error:
-            raise ScorerUnavailable(f"SIRA service answered HTTP {error.code}") from error
+            raise ScorerUnavailable(f"SIRA service responded with HTTP {error.code}") from error
         except TimeoutError as error:
             raise ScorerUnavailable(f"SIRA service timed out after {self.timeout} seconds") from error
         except (urllib.error.URLError, OSError) as error:
@@ -60,47 +62,47 @@ class HttpScorer(Scorer):
                 raise ScorerUnavailable(f"SIRA service timed out after {self.timeout} seconds") from error
             raise ScorerUnavailable(f"SIRA service request failed: {reason}") from error
 
-        if len(payload) > MAX_ANSWER_BYTES:
-            raise ScorerUnavailable(f"SIRA answer is larger than {MAX_ANSWER_BYTES} bytes")
+        if len(payload) > MAX_RESPONSE_BYTES:
+            raise ScorerUnavailable(f"SIRA response is larger than {MAX_RESPONSE_BYTES} bytes")
         return parse_answer(payload, [tx.local_id for tx in transactions])
 
 
 def parse_answer(payload: bytes, local_ids: list[str]) -> list[Score]:
-    """Check the service's answer and return one Score per local_id, in bundle order."""
+    """Validate the service's response and return one Score per local_id, in bundle order."""
     try:
         document = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as error:
-        raise ScorerUnavailable(f"SIRA answer is not valid JSON: {error}") from error
+        raise ScorerUnavailable(f"SIRA response is not valid JSON: {error}") from error
 
     entries = document.get("scores") if isinstance(document, dict) else None
     if not isinstance(entries, list):
-        raise ScorerUnavailable("SIRA answer has no 'scores' list")
+        raise ScorerUnavailable("SIRA response has no 'scores' list")
 
     by_local_id = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("local_id"), str):
-            raise ScorerUnavailable(f"SIRA answer scores[{index}] has no string 'local_id'")
+            raise ScorerUnavailable(f"SIRA response scores[{index}] has no string 'local_id'")
         value = entry.get("score")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SCORE:
-            raise ScorerUnavailable(f"SIRA answer scores[{index}].score is not an integer from 0 to {MAX_SCORE}")
+            raise ScorerUnavailable(f"SIRA response scores[{index}].score is not an integer from 0 to {MAX_SCORE}")
         by_local_id[entry["local_id"]] = Score(local_id=entry["local_id"], score=value,
                                                reasons=_parse_reasons(entry.get("reasons", []), index))
 
     missing = [local_id for local_id in local_ids if local_id not in by_local_id]
     if missing:
-        raise ScorerUnavailable(f"SIRA answer has no score for {', '.join(missing[:5])}")
+        raise ScorerUnavailable(f"SIRA response has no score for {', '.join(missing[:5])}")
     return [by_local_id[local_id] for local_id in local_ids]
 
 
 def _parse_reasons(items, index: int) -> list[dict]:
     if not isinstance(items, list):
-        raise ScorerUnavailable(f"SIRA answer scores[{index}].reasons is not a list")
+        raise ScorerUnavailable(f"SIRA response scores[{index}].reasons is not a list")
     reasons = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("code"), str):
-            raise ScorerUnavailable(f"SIRA answer scores[{index}].reasons has an entry without a string 'code'")
+            raise ScorerUnavailable(f"SIRA response scores[{index}].reasons has an entry without a string 'code'")
         points = item.get("points", 0)
         if isinstance(points, bool) or not isinstance(points, int):
-            raise ScorerUnavailable(f"SIRA answer scores[{index}].reasons has non-integer points")
+            raise ScorerUnavailable(f"SIRA response scores[{index}].reasons has non-integer points")
         reasons.append({"code": item["code"][:64], "points": points, "detail": str(item.get("detail", ""))[:500]})
     return reasons

@@ -193,7 +193,7 @@ class Generator:
     # phone seals it, so that the device's honest bundles end before that moment.
 
     def burst(self, device: SyntheticDevice, day: int, honest: list[SyntheticTransaction]) -> datetime:
-        """A stolen phone drains wallets: 15 to 30 payments to distinct receivers within ten minutes."""
+        """Inject a burst: a stolen phone drains wallets, 15 to 30 payments to new receivers within ten minutes."""
         start = self.moment(day, 9, 20)
         honest[:] = [tx for tx in honest if tx.initiated_at < start]  # the owner no longer has the phone
         senders = [self.random.choice(device.customers) for _ in range(self.random.randint(1, 3))]
@@ -208,7 +208,7 @@ class Generator:
         return start
 
     def structuring(self, device: SyntheticDevice, day: int, honest: list[SyntheticTransaction]) -> datetime:
-        """A colluding agent splits large sums into payments just under the per-transaction limit for a day."""
+        """Inject structuring: a colluding agent pays just under the per-transaction limit for a day."""
         day_start = START + timedelta(days=day)
         honest[:] = [tx for tx in honest if tx.initiated_at < day_start]
         sender = self.phone()
@@ -221,7 +221,7 @@ class Generator:
         return day_start
 
     def double_spending(self, day: int, index: int) -> None:
-        """One wallet's offline balance spent on three colluding new phones within ten minutes."""
+        """Inject a double spend: one wallet pays on three colluding new phones within ten minutes."""
         sender = self.phone()
         start = self.moment(day, 8, 21)
         for copy in range(3):
@@ -237,7 +237,7 @@ class Generator:
             self.pend(device, transactions)
 
     def replay(self, device: SyntheticDevice, day: int, honest: list[SyntheticTransaction]) -> datetime | None:
-        """Copies of the device's honest payments of the past day, pushed again under new local ids."""
+        """Inject a replay: copies of the device's honest payments of the past day under new local ids."""
         sealed_at = self.moment(day, 8, 20)
         recent = [tx for tx in honest if sealed_at - timedelta(hours=24) <= tx.initiated_at < sealed_at]
         if len(recent) < 3:
@@ -250,7 +250,7 @@ class Generator:
         return sealed_at
 
     def cloned_key(self, device: SyntheticDevice, day: int) -> None:
-        """A second phone with the device's copied key and sequence counter cashes out over a night."""
+        """Inject a cloned key: a phone with the device's copied key and counter cashes out overnight."""
         start = self.moment(day, 20, 23)
         transactions = []
         mules = [self.phone() for _ in range(self.random.randint(2, 5))]
@@ -264,7 +264,7 @@ class Generator:
 
     def clock_tampering(self, device: SyntheticDevice, day: int,
                         honest: list[SyntheticTransaction]) -> datetime | None:
-        """The device clock is set back a few hours to a day, to fit more payments into an earlier day."""
+        """Inject clock tampering: the clock is set back 2 to 24 hours to fit more payments into an earlier day."""
         sealed_at = self.moment(day, 10, 22)
         before = [tx for tx in honest if tx.initiated_at < sealed_at]
         if not before:

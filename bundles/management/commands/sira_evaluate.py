@@ -59,13 +59,13 @@ class Command(BaseCommand):
               f"transactions: {result.transactions} ({result.honest.transactions} honest, "
               f"{result.fraud.transactions} fraudulent).")
         write("")
-        write(f"{'pattern':<18}{'fraud tx':>9}{'flagged':>9}{'recall':>9}{'quarant.':>10}{'precision':>11}")
+        write(f"{'pattern':<18}{'fraud tx':>9}{'flagged':>9}{'recall':>9}{'quarantined':>13}{'precision':>11}")
         for pattern in PATTERNS:
             counts = result.by_pattern[pattern]
             write(f"{pattern:<18}{counts.transactions:>9}{counts.flagged:>9}{result.pattern_recall(pattern):>9.1%}"
-                  f"{counts.quarantined:>10}{result.precision(pattern):>11.1%}")
+                  f"{counts.quarantined:>13}{result.precision(pattern):>11.1%}")
         write(f"{'all fraud':<18}{result.fraud.transactions:>9}{result.fraud.flagged:>9}{result.recall:>9.1%}"
-              f"{result.fraud.quarantined:>10}{result.precision():>11.1%}")
+              f"{result.fraud.quarantined:>13}{result.precision():>11.1%}")
         write("")
         write(f"Honest transactions flagged (false-positive rate): {result.honest.flagged} of "
               f"{result.honest.transactions} = {result.false_positive_rate:.2%}")
