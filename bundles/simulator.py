@@ -138,7 +138,7 @@ class Simulator:
                   expected_reason="daily_limit_exceeded")
 
     def high_fraud_score(self) -> None:
-        """A new agent phone pays four new receivers just under the per-transaction cap at night.
+        """Push four payments just under the per-transaction cap at night from a new agent phone.
 
         The scorer adds new device, amount just under the limit, repeated amounts just under
         the limit and night hours in Africa/Dakar: 90 points, at or above the quarantine threshold.
@@ -154,7 +154,7 @@ class Simulator:
                   expected_reason="high_fraud_score")
 
     def elevated_fraud_score(self) -> None:
-        """A new merchant terminal takes three payments just under the cap from one sender in a morning.
+        """Push three payments just under the cap from one sender in a morning to a new merchant terminal.
 
         New device, amount just under the limit and repeated amounts just under the limit add
         up to 75 points: at or above the review threshold, below the quarantine threshold.

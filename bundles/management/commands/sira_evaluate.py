@@ -29,7 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--incidents", type=int, default=10,
                             help="Incidents of each fraud pattern (default: 10).")
         parser.add_argument("--country", default="SN",
-                            help="Country whose policy thresholds and time zone apply (default: SN).")
+                            help="Country whose policy thresholds and time zone apply (default: SN). The traffic's "
+                                 "amounts are XOF sized for the SN limits, so another country's currency and "
+                                 "limits are not modelled.")
         parser.add_argument("--scorer", default="bundles.sira.scorer.RuleScorer",
                             help="Dotted path of the scorer class to measure (default: the in-process rules).")
 
