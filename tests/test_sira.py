@@ -10,13 +10,14 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
+from django.utils import translation
 
 from bundles.models import Bundle, BundleStatus, Transaction
 from bundles.sira.evaluation import evaluate
 from bundles.sira.features import BundleContext, PastTransaction
 from bundles.sira.history import load_context
 from bundles.sira.http import parse_answer
-from bundles.sira.reasons import SiraReason, reason_label
+from bundles.sira.reasons import SiraReason, describe_reasons, reason_label
 from bundles.sira.scorer import RuleScorer, Scorer, ScorerUnavailable
 from bundles.sira.synthetic import PATTERNS, TrafficMix, generate_traffic
 from policies.models import Policy
@@ -152,6 +153,11 @@ def test_rule_scorer_sequence_and_clock_rules():
 def test_reason_labels_are_translatable():
     assert reason_label("night_hours") == str(SiraReason.NIGHT_HOURS.label)
     assert reason_label("from_the_external_service") == "from_the_external_service"
+
+    with translation.override("fr"):
+        described = describe_reasons([{"code": "night_hours", "points": 15, "detail": "02:10 local time"}])
+    assert described == [{"code": "night_hours", "label": SiraReason.NIGHT_HOURS.label, "points": 15,
+                          "detail": "02:10 local time"}]
 
 
 # Decisions through the validation pipeline ---------------------------------------------

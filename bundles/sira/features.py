@@ -102,6 +102,39 @@ def _count_between(times: list[datetime], start: datetime, end: datetime) -> int
     return bisect.bisect_right(times, end) - bisect.bisect_right(times, start)
 
 
+def _near_limit_times(timeline, sender_history, floor: Decimal) -> tuple[list[datetime], dict[str, list[datetime]]]:
+    """Return the sorted times of near-limit amounts on the device, and per sender on any device."""
+    device_times = []
+    by_sender: dict[str, list[datetime]] = {}
+    for moment, _receiver, sender, amount in timeline:
+        if amount >= floor:
+            device_times.append(moment)
+            by_sender.setdefault(sender, []).append(moment)
+    for past in sender_history:
+        if past.amount >= floor:
+            by_sender.setdefault(past.sender, []).append(past.initiated_at)
+    for times in by_sender.values():
+        times.sort()
+    return device_times, by_sender
+
+
+def _known_transactions(context: BundleContext) -> dict[tuple, str]:
+    """Map (sender, receiver, amount, initiated_at) of stored transactions to "device/local_id"."""
+    known = {}
+    for past in context.device_history + context.sender_history:
+        known.setdefault(_identity(past.sender, past.receiver, past.amount, past.initiated_at),
+                         f"{past.device_id}/{past.local_id}")
+    return known
+
+
+def _sequence_gap(context: BundleContext) -> int:
+    if context.previous_sequence is not None:
+        return max(context.sequence - context.previous_sequence - 1, 0)
+    if not context.device_history:
+        return max(context.sequence - 1, 0)  # the device's first bundle to arrive
+    return 0
+
+
 def extract_features(context: BundleContext, transactions: Sequence[TransactionLike],
                      max_amount_per_transaction: Decimal) -> list[TransactionFeatures]:
     """Compute the features of each transaction of a bundle, in bundle order.
@@ -116,38 +149,20 @@ def extract_features(context: BundleContext, transactions: Sequence[TransactionL
     if len(history) >= MIN_HISTORY_FOR_USUAL_AMOUNT:
         usual_amount = statistics.median(past.amount for past in history)
 
-    # One timeline of the device: stored history plus this bundle, sorted by time.
+    # One timeline of the device, (initiated_at, receiver, sender, amount): the stored
+    # history plus this bundle, sorted by time.
     timeline = sorted([(past.initiated_at, past.receiver, past.sender, past.amount) for past in history]
                       + [(tx.initiated_at, tx.receiver, tx.sender, tx.amount) for tx in transactions],
                       key=lambda row: row[0])
     times = [row[0] for row in timeline]
-    near_times = sorted(row[0] for row in timeline if row[3] >= near_limit_floor)
-    near_by_sender: dict[str, list[datetime]] = {}
-    for row in timeline:
-        if row[3] >= near_limit_floor:
-            near_by_sender.setdefault(row[2], []).append(row[0])
+    near_times, near_by_sender = _near_limit_times(timeline, context.sender_history, near_limit_floor)
     other_by_sender: dict[str, list[PastTransaction]] = {}
     for past in context.sender_history:
         other_by_sender.setdefault(past.sender, []).append(past)
-        if past.amount >= near_limit_floor:
-            near_by_sender.setdefault(past.sender, []).append(past.initiated_at)
-    for sender_times in near_by_sender.values():
-        sender_times.sort()
 
-    known = {}
-    for past in history:
-        known.setdefault(_identity(past.sender, past.receiver, past.amount, past.initiated_at),
-                         f"{past.device_id}/{past.local_id}")
-    for past in context.sender_history:
-        known.setdefault(_identity(past.sender, past.receiver, past.amount, past.initiated_at),
-                         f"{past.device_id}/{past.local_id}")
-
+    known = _known_transactions(context)
     latest_before = context.previous_bundle_latest
-    sequence_gap = 0
-    if context.previous_sequence is not None:
-        sequence_gap = max(context.sequence - context.previous_sequence - 1, 0)
-    elif not history:
-        sequence_gap = max(context.sequence - 1, 0)
+    sequence_gap = _sequence_gap(context)
 
     features = []
     for tx in transactions:

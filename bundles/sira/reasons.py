@@ -41,3 +41,9 @@ def reason_label(code: str) -> str:
         return SiraReason(code).label
     except ValueError:
         return code
+
+
+def describe_reasons(reasons: list[dict]) -> list[dict]:
+    """Add the translated label to each stored reason, for screens: {"code", "label", "points", "detail"}."""
+    return [{"code": item.get("code", ""), "label": reason_label(item.get("code", "")),
+             "points": item.get("points", 0), "detail": item.get("detail", "")} for item in reasons]
