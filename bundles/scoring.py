@@ -31,7 +31,12 @@ def _policy_for(bundle: Bundle) -> Policy:
 
 
 def score_bundle(bundle: Bundle, transactions: list[Transaction], decision: Decision) -> Decision:
-    """Score each transaction and return the decision: accepted, pending_review or quarantined."""
+    """Score each transaction and return the decision: accepted, pending_review or quarantined.
+
+    Transactions that the policy checks already failed (duplicates, for example) are not
+    scored, because a duplicate of a stored transaction would look like a replay.
+    """
+    transactions = [tx for tx in transactions if tx.position not in decision.failures]
     if not transactions:
         return decision
     policy = _policy_for(bundle)

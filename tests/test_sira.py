@@ -13,6 +13,7 @@ from django.test import override_settings
 from django.utils import translation
 
 from bundles.models import Bundle, BundleStatus, Transaction
+from bundles.scoring import score_bundle
 from bundles.sira.evaluation import evaluate
 from bundles.sira.features import BundleContext, PastTransaction
 from bundles.sira.history import load_context
@@ -20,6 +21,7 @@ from bundles.sira.http import parse_answer
 from bundles.sira.reasons import SiraReason, describe_reasons, reason_label
 from bundles.sira.scorer import RuleScorer, Scorer, ScorerUnavailable
 from bundles.sira.synthetic import PATTERNS, TrafficMix, generate_traffic
+from bundles.validation import Decision, TransactionFailure
 from policies.models import Policy
 
 DAKAR = "Africa/Dakar"
@@ -245,6 +247,30 @@ def test_replay_found_through_database_history(make_device, push, now):
     reasons = {item["code"]: item for item in second.transactions.get(position=0).sira_reasons}
     assert "replayed_transaction" in reasons
     assert reasons["replayed_transaction"]["detail"].endswith("as DEVICE_REPLAY/tx-000001")
+
+
+@pytest.mark.django_db
+def test_failed_transactions_are_not_scored(make_device, push, now):
+    identity = make_device("DEVICE_DUPLICATE")
+    start = now - timedelta(hours=3)
+    original = identity.transaction(amount="1500", sender="+221770000301", receiver="+221770000400",
+                                    initiated_at=start)
+    push(identity, identity.seal([original], created_at=start + timedelta(minutes=5)))
+    fresh = identity.transaction(amount="1500", sender="+221770000302", receiver="+221770000400",
+                                 initiated_at=start + timedelta(hours=1))
+    push(identity, identity.seal([dict(original, local_id="tx-copy"), fresh], created_at=now))
+    bundle = Bundle.objects.get(device_id="DEVICE_DUPLICATE", sequence=2)
+    transactions = list(bundle.transactions.order_by("position"))
+    for tx in transactions:
+        tx.sira_score, tx.sira_reasons = None, []
+
+    failures = {0: TransactionFailure(check="duplicate", reason="duplicate of tx-000001")}
+    decision = score_bundle(bundle, transactions, Decision(status=BundleStatus.ACCEPTED, failures=failures))
+
+    assert decision.status == BundleStatus.ACCEPTED
+    assert decision.failures == failures
+    assert transactions[0].sira_score is None
+    assert transactions[1].sira_score == 15
 
 
 @pytest.mark.django_db
