@@ -52,6 +52,19 @@ def machine() -> str:
             f"Python {platform.python_version()}, PostgreSQL {server}")
 
 
+def backend_cpu_seconds() -> float | None:
+    """Return the CPU seconds used so far by this connection's PostgreSQL backend, from /proc (Linux, local server)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of /proc/PID/stat, in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def insert(traffic) -> list[Bundle]:
     Device.objects.bulk_create([Device(device_id=device.device_id, tenant_type=device.tenant_type,
                                        tenant_id=f"tenant_{device.device_id.lower()}", country="SN",
@@ -104,17 +117,23 @@ def main() -> None:
         # The validation task has the bundle's rows already; the scoring cost starts after.
         rows_by_bundle = [list(bundle.transactions.order_by("position")) for bundle in sample]
         count = 0
+        server_started = backend_cpu_seconds()
         started, cpu_started = time.perf_counter(), time.process_time()
         for bundle, rows in zip(sample, rows_by_bundle):
             context = load_context(bundle, rows, policy.timezone)
             scorer.score(context, rows, policy)
             count += len(rows)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        server_ended = backend_cpu_seconds()
         transaction.set_rollback(True)
     print(f"Through PostgreSQL: {count} transactions in {len(sample)} bundles (two history queries and "
           f"scoring): {elapsed / count * 1e6:.0f} microseconds per transaction wall clock, "
           f"{elapsed / len(sample) * 1e3:.1f} ms per bundle; Python process CPU {cpu / count * 1e6:.0f} "
           f"microseconds per transaction")
+    if server_started is not None and server_ended is not None:
+        server = server_ended - server_started
+        print(f"PostgreSQL backend CPU {server / count * 1e6:.0f} microseconds per transaction; Python and "
+              f"PostgreSQL CPU together {(cpu + server) / count * 1e6:.0f} microseconds per transaction")
     print("Load average (1, 5, 15 min) at the end: " + ", ".join(f"{value:.2f}" for value in os.getloadavg()))
 
 
