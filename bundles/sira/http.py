@@ -8,7 +8,6 @@ Any other response, an HTTP error or a timeout raises ScorerUnavailable.
 """
 
 import json
-import logging
 import urllib.error
 import urllib.request
 from typing import Sequence
@@ -18,8 +17,6 @@ from django.conf import settings
 from .features import BundleContext, TransactionLike
 from .reasons import plain_amount
 from .scorer import MAX_SCORE, Score, Scorer, ScorerUnavailable
-
-logger = logging.getLogger(__name__)
 
 # The max bytes read from a response. A larger response is rejected as malformed.
 MAX_RESPONSE_BYTES = 1024 * 1024
