@@ -479,3 +479,48 @@ def test_default_mix_matches_documented_numbers():
 def test_sira_evaluate_rejects_one_day():
     with pytest.raises(CommandError, match="--days must be at least 2"):
         call_command("sira_evaluate", "--days", "1", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_validations_see_each_other(make_device, now, monkeypatch):
+    # Transactions are stored when the push commits, before validation, so bundles that
+    # are validated at the same moment still count each other's spends.
+    from django.db import connection
+    from django.test import Client
+
+    from bundles import tasks
+    from bundles.client import encode
+    from bundles.validation import validate_bundle
+
+    monkeypatch.setattr(tasks, "enqueue_validation", lambda bundle_pk: None)
+    start = now - timedelta(hours=1)
+    for index in range(3):
+        identity = make_device(f"DEVICE_RING_{index}")
+        tx = identity.transaction(amount="30000", sender="+221770000999", receiver=f"+22177000080{index}",
+                                  initiated_at=start + timedelta(minutes=index))
+        document = identity.sign_for_push(identity.seal([tx], created_at=start + timedelta(minutes=5)), sent_at=now)
+        response = Client().generic("POST", "/offline/bundles", encode(document), content_type="application/json")
+        assert response.status_code == 202
+    pks = list(Bundle.objects.filter(status=BundleStatus.RECEIVED).values_list("pk", flat=True))
+    assert len(pks) == 3
+
+    barrier = threading.Barrier(len(pks))
+    outcomes = []
+
+    def worker(pk):
+        barrier.wait()
+        try:
+            outcomes.append(validate_bundle(pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(pk,)) for pk in pks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes == [BundleStatus.QUARANTINED] * 3
+    for tx in Transaction.objects.all():
+        assert tx.sira_score == 80, tx.device_id
+        assert "sender paid on 2 other devices within 15 minutes" in [item["detail"] for item in tx.sira_reasons]
