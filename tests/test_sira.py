@@ -482,20 +482,25 @@ def test_sira_evaluate_rejects_one_day():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_validations_see_each_other(make_device, now, monkeypatch):
+def test_concurrent_validations_see_each_other(now, monkeypatch):
     # Transactions are stored when the push commits, before validation, so bundles that
     # are validated at the same moment still count each other's spends.
     from django.db import connection
     from django.test import Client
 
     from bundles import tasks
-    from bundles.client import encode
+    from bundles.client import DeviceIdentity, encode
     from bundles.validation import validate_bundle
+    from devices.services import register_device
 
+    # Transactional tests run after an earlier one flushed the migrations' rows, so the
+    # policy is created here.
+    Policy.objects.get_or_create(country="SN", defaults={"currency": "XOF", "timezone": DAKAR})
     monkeypatch.setattr(tasks, "enqueue_validation", lambda bundle_pk: None)
     start = now - timedelta(hours=1)
     for index in range(3):
-        identity = make_device(f"DEVICE_RING_{index}")
+        identity = DeviceIdentity(device_id=f"DEVICE_RING_{index}")
+        register_device(acting_user=None, **identity.registration())
         tx = identity.transaction(amount="30000", sender="+221770000999", receiver=f"+22177000080{index}",
                                   initiated_at=start + timedelta(minutes=index))
         document = identity.sign_for_push(identity.seal([tx], created_at=start + timedelta(minutes=5)), sent_at=now)
