@@ -146,6 +146,8 @@ class Transaction(models.Model):
         indexes = [
             models.Index(fields=["device_id", "local_id"], name="transaction_device_local_id"),
             models.Index(fields=["sender", "initiated_at"], name="transaction_sender_time"),
+            # The fraud scorer reads a device's recent transactions.
+            models.Index(fields=["device_id", "initiated_at"], name="transaction_device_time"),
         ]
 
     def __str__(self):

@@ -138,7 +138,11 @@ class Simulator:
                   expected_reason="daily_limit_exceeded")
 
     def high_fraud_score(self) -> None:
-        """A new agent phone that pays many new receivers just under the per-transaction cap at night."""
+        """Push four payments just under the per-transaction cap at night from a new agent phone.
+
+        The scorer adds new device, amount just under the limit, repeated amounts just under
+        the limit and night hours in Africa/Dakar: 90 points, at or above the quarantine threshold.
+        """
         identity = self.device("HIGH_FRAUD", tenant_type="agent")
         now = self.now()
         night = (now - timedelta(days=1)).replace(hour=2, minute=10, second=0, microsecond=0)
@@ -146,7 +150,23 @@ class Simulator:
                                              receiver=SENEGAL_NUMBERS[160 + i], initiated_at=night + i * timedelta(
                                                  minutes=1), type="p2p") for i in range(4)]
         bundle = identity.seal(transactions, created_at=night + timedelta(minutes=10))
-        self.push("high fraud score", identity, bundle, expected_status="quarantined")
+        self.push("high fraud score", identity, bundle, expected_status="quarantined",
+                  expected_reason="high_fraud_score")
+
+    def elevated_fraud_score(self) -> None:
+        """Push three payments just under the cap from one sender in a morning to a new merchant terminal.
+
+        New device, amount just under the limit and repeated amounts just under the limit add
+        up to 75 points: at or above the review threshold, below the quarantine threshold.
+        """
+        identity = self.device("ELEVATED_FRAUD")
+        morning = (self.now() - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+        transactions = [identity.transaction(amount="95000", sender=SENEGAL_NUMBERS[151],
+                                             receiver=SENEGAL_NUMBERS[170], type="merchant_payment",
+                                             initiated_at=morning + i * timedelta(minutes=40)) for i in range(3)]
+        bundle = identity.seal(transactions, created_at=morning + timedelta(hours=2))
+        self.push("elevated fraud score", identity, bundle, expected_status="pending_review",
+                  expected_reason="high_fraud_score")
 
     def run_all(self, block) -> list[PushOutcome]:
         self.good_pushes()
@@ -157,4 +177,5 @@ class Simulator:
         self.old_bundle()
         self.daily_limit()
         self.high_fraud_score()
+        self.elevated_fraud_score()
         return self.outcomes

@@ -215,3 +215,8 @@ CELERY_BEAT_SCHEDULE["evaluate-alerts"] = {
     "task": "molam_offline.evaluate_alerts",
     "schedule": timedelta(minutes=1),
 }
+
+# Fraud scoring (SIRA): the scorer class, and the external service for bundles.sira.http.HttpScorer.
+SIRA_SCORER = os.environ.get("SIRA_SCORER", "bundles.sira.scorer.RuleScorer")
+SIRA_URL = os.environ.get("SIRA_URL", "")
+SIRA_TIMEOUT_SECONDS = float(os.environ.get("SIRA_TIMEOUT_SECONDS", "2"))
