@@ -19,9 +19,7 @@ from molam_offline.celery import app as celery_app
 from reconciliation.models import SyncQueueItem
 from tests.processes import free_port, start_celery_worker, stop_process
 
-# serialized_rollback restores the groups and policies that migrations seed, which the flush
-# after each transactional test removes.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_data")]
 
 
 def use_broker(url: str | None) -> None:
