@@ -2,13 +2,13 @@
 
 The checks run in a fixed order, and the bundle is rejected with the reason of the first
 check that fails. Every transaction that fails a check records it in `failed_check`, so a
-reviewer sees which transactions broke which rule:
+reviewer can tell which transactions broke which rule:
 
 1. device status (blocked or inactive since the push), then a policy for the country;
 2. clock skew: `sent_at` against the server clock when the bundle was received;
 3. per transaction: bundle age, clock tampering, currency, type, per-transaction cap,
    and a `local_id` repeated within the bundle;
-4. duplicates of transactions that an earlier bundle already holds: they are marked
+4. duplicates of transactions that an earlier bundle already contains: they are marked
    `duplicate` and the rest of the bundle goes on;
 5. daily count and amount per device per local day, summed across bundles.
 
@@ -44,7 +44,10 @@ TRANSACTION_CHECK_ORDER = [
 
 def run_policy_checks(bundle: Bundle, transactions: list[Transaction]) -> Decision:
     """Return an accepted Decision (duplicates marked), or a rejection with its reason."""
-    device = bundle.device
+    try:
+        device = bundle.device
+    except Device.DoesNotExist:
+        device = None
     rejection = _check_device(bundle, device)
     if rejection is not None:
         return rejection
@@ -209,9 +212,9 @@ def _reject_for_transactions(bundle_detail: dict[str, str], failures: dict[int, 
 
 def _mark_earlier_duplicates(bundle: Bundle, transactions: list[Transaction],
                              failures: dict[int, TransactionFailure]) -> dict[str, str]:
-    """Mark transactions whose local_id an earlier bundle of the device already holds.
+    """Mark transactions whose local_id an earlier bundle of the device already contains.
 
-    An earlier transaction holds its local_id while its bundle is accepted, pending
+    An earlier transaction keeps its local_id while its bundle is accepted, pending
     review or quarantined and the transaction itself passed its checks. Returns
     {local_id: earlier bundle_id}.
     """

@@ -85,9 +85,9 @@ def _record_gap(device: Device, bundle: Bundle) -> None:
     if missing_count == 0:
         return
 
-    # A device reset or a corrupted counter can jump by millions; one row per number
-    # would flood the table and the admin page, so only the first numbers get a row.
-    # The count on the device still includes every missing number.
+    # A device reset or a corrupted counter can jump by millions of numbers. One row per
+    # number would flood the table and the admin page, so only the first numbers get a
+    # row. The count on the device still includes every missing number.
     row_limit = settings.OFFLINE["MAX_SEQUENCE_GAP_ROWS"]
     numbers = range(first_missing, first_missing + min(missing_count, row_limit))
     SequenceAnomaly.objects.bulk_create(

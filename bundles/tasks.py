@@ -1,6 +1,6 @@
 """Celery tasks of the bundle pipeline. Each takes an id and is safe to run twice.
 
-A task message is only a wake-up call: the bundle row in PostgreSQL holds the work. When a
+A task message only wakes a worker up, and the bundle row in PostgreSQL records the work. When a
 message is lost (broker down at push time, worker killed), the periodic sweep finds the
 bundles still `received` and enqueues them again.
 """

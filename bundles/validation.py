@@ -30,7 +30,7 @@ STATUS_AUDIT_ACTIONS = {
     BundleStatus.PENDING_REVIEW: AuditAction.BUNDLE_PENDING_REVIEW,
 }
 
-# Bundles that hold a place against the daily limits until an operator rejects them.
+# Bundles whose transactions count against the daily limits until an operator rejects them.
 ACTIVITY_STATUSES = (BundleStatus.ACCEPTED, BundleStatus.PENDING_REVIEW, BundleStatus.QUARANTINED)
 
 
@@ -84,7 +84,8 @@ def validate_bundle(bundle_pk: int) -> str | None:
             return None
 
         logger.info("Validating bundle %s from device %s", bundle.bundle_id, device_id)
-        bundle.device = device
+        if device is not None:
+            bundle.device = device  # The locked row, so that the checks read no stale copy.
         transactions = list(bundle.transactions.order_by("position"))
         conflict = track_sequence(device, bundle) if device is not None else None
         decision = run_checks(bundle, transactions)
@@ -100,7 +101,7 @@ def validate_bundle(bundle_pk: int) -> str | None:
 def quarantine_for_conflict(decision: Decision, conflict: SequenceConflict) -> Decision:
     """Quarantine a bundle that reuses another bundle's sequence number, a sign of a cloned key.
 
-    A policy rejection stands, because the bundle can never be posted anyway.
+    A policy rejection is kept, because a rejected bundle is never posted anyway.
     """
     others = ", ".join(conflict.earlier_bundle_ids)
     details = {**decision.details, "sequence_conflict_with": conflict.earlier_bundle_ids}

@@ -88,7 +88,7 @@ def test_reused_number_quarantines_later_bundle(make_device, sample_bundle, push
     conflict_audit = AuditLog.objects.get(action=AuditAction.SEQUENCE_CONFLICT)
     assert conflict_audit.bundle_id == "bundle_from_clone"
     assert AuditLog.objects.filter(bundle_id="bundle_from_clone", action=AuditAction.BUNDLE_QUARANTINED).exists()
-    # A quarantined bundle holds its place against the daily limits until an operator decides.
+    # A quarantined bundle counts against the daily limits until an operator decides.
     assert sum(DeviceActivity.objects.values_list("tx_count", flat=True)) == 4
 
 

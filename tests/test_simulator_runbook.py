@@ -1,7 +1,7 @@
-"""The device simulator over real HTTP reproduces the runbook's common issues 1 to 4.
+"""The device simulator over real HTTP: invalid signature, clock skew, bundle too old, daily limit.
 
-Each failure must end in the status and reason the runbook expects, and the runbook's
-diagnosis query, run unchanged, must find the simulator's bundles and devices.
+Each failure must end in the status and reason that the on-call runbook expects, and the
+runbook's diagnosis query for it, run unchanged, must find the simulator's bundles and devices.
 """
 
 import pytest
@@ -46,7 +46,7 @@ def test_every_outcome_as_runbook_expects(simulation):
     assert simulation["daily limit exceeded"].reason_code == "daily_limit_exceeded"
 
 
-def test_issue1_invalid_signature_found(simulation):
+def test_invalid_signature_found(simulation):
     bad = simulation["invalid signature"]
     rejected = run_sql("""
 SELECT bundle_id FROM offline_tx_bundles
@@ -70,7 +70,7 @@ WHERE device_id = %s;
     assert registration(simulation["blocked device"].device_id)[0][1] == "blocked"
 
 
-def test_issue2_clock_skew_found(simulation):
+def test_clock_skew_found(simulation):
     rows = run_sql("""
 SELECT
   bundle_id,
@@ -84,7 +84,7 @@ WHERE rejected_reason LIKE '%clock skew%';
     assert "180 minutes ahead of the server clock" in rows[0][2]
 
 
-def test_issue3_too_old_found(simulation):
+def test_too_old_found(simulation):
     rows = run_sql("""
 SELECT
   bundle_id,
@@ -111,7 +111,7 @@ ORDER BY created_at DESC;
     assert all(row[3] > 72 for row in ages)
 
 
-def test_issue4_daily_limit_found(simulation):
+def test_daily_limit_found(simulation):
     exceeded = simulation["daily limit exceeded"]
     rows = run_sql("""
 SELECT bundle_id FROM offline_tx_bundles

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 
 from audit.models import AuditAction, AuditLog
+from bundles.client import encode
 from bundles.models import Bundle, Transaction
 from bundles.simulator import SENEGAL_TIME_ZONE, one_local_day_window
 from bundles.tasks import sweep_received_bundles
@@ -312,7 +313,6 @@ def test_device_blocked_before_validation(make_device, sample_bundle, api_client
     device = make_device()
     bundle = sample_bundle(device)
     body = device.sign_for_push(bundle, sent_at=now)
-    from bundles.client import encode
 
     with django_capture_on_commit_callbacks() as callbacks:
         response = api_client.generic("POST", "/offline/bundles", encode(body), content_type="application/json")
@@ -346,7 +346,6 @@ def test_sweep_validates_lost_message(make_device, sample_bundle, api_client, no
                                       django_capture_on_commit_callbacks):
     device = make_device()
     bundle = sample_bundle(device)
-    from bundles.client import encode
 
     with django_capture_on_commit_callbacks():  # The callbacks are dropped: the message is lost.
         api_client.generic("POST", "/offline/bundles", encode(device.sign_for_push(bundle, sent_at=now)),
@@ -357,3 +356,22 @@ def test_sweep_validates_lost_message(make_device, sample_bundle, api_client, no
     assert sweep_received_bundles(older_than_seconds=0) == 1
 
     assert stored(bundle).status == "accepted"
+
+
+def test_deleted_device_rejected_as_unknown(make_device, sample_bundle, api_client, now,
+                                            django_capture_on_commit_callbacks):
+    device = make_device()
+    bundle = sample_bundle(device)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        api_client.generic("POST", "/offline/bundles", encode(device.sign_for_push(bundle, sent_at=now)),
+                           content_type="application/json")
+    Device.objects.filter(device_id=device.device_id).delete()
+    for callback in callbacks:
+        callback()
+
+    row = stored(bundle)
+    assert row.status == "rejected"
+    assert row.reason_code == "unknown_device"
+    assert row.device_id == device.device_id
+    assert rejection_audit(bundle).device_id == device.device_id
