@@ -356,6 +356,7 @@ def test_sweep_validates_lost_message(make_device, sample_bundle, api_client, no
     assert sweep_received_bundles(older_than_seconds=0) == 1
 
     assert stored(bundle).status == "accepted"
+    assert sweep_received_bundles(older_than_seconds=0) == 0
 
 
 def test_deleted_device_rejected_as_unknown(make_device, sample_bundle, api_client, now,
@@ -375,3 +376,28 @@ def test_deleted_device_rejected_as_unknown(make_device, sample_bundle, api_clie
     assert row.reason_code == "unknown_device"
     assert row.device_id == device.device_id
     assert rejection_audit(bundle).device_id == device.device_id
+
+
+def test_release_gives_back_activity(make_device, push, now):
+    from devices.activity import release_bundle_activity
+
+    device = make_device()
+    first_payments = payments(device, 3, start=now - timedelta(hours=1))
+    push(device, device.seal(first_payments, created_at=now - timedelta(minutes=5)))
+    second = device.seal([dict(first_payments[0]), *payments(device, 2, start=now - timedelta(minutes=30))],
+                         created_at=now - timedelta(minutes=1))
+    push(device, second)
+    assert activity_count(device.device_id) == 5
+
+    row = stored(second)
+    release_bundle_activity(row, list(row.transactions.all()), "Africa/Dakar")
+
+    # The duplicate never counted, so only the two new payments are given back.
+    assert activity_count(device.device_id) == 3
+
+
+def test_sweep_in_beat_schedule(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["sweep-received-bundles"]
+
+    assert entry["task"] == sweep_received_bundles.name
+    assert entry["schedule"] == 60.0
