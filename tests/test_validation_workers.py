@@ -10,11 +10,11 @@ import pytest
 from django.db import connection
 
 from bundles.client import encode, post_json
-from bundles.models import Bundle
+from bundles.models import Bundle, SequenceAnomaly
 from bundles.simulator import SENEGAL_TIME_ZONE, one_local_day_window
 from bundles.tasks import sweep_received_bundles
 from bundles.validation import validate_bundle
-from devices.models import DeviceActivity
+from devices.models import Device, DeviceActivity
 from molam_offline.celery import app as celery_app
 from reconciliation.models import SyncQueueItem
 from tests.processes import free_port, start_celery_worker, stop_process
@@ -105,6 +105,36 @@ def test_two_bundles_race_daily_limit(celery_broker, make_device, live_server, n
     assert activity.tx_count == accepted.tx_count == 30
     assert activity.total_amount == accepted.total_amount
     assert SyncQueueItem.objects.get().bundle_id == accepted.bundle_id
+
+
+def test_concurrent_validation_tracks_sequences(celery_broker, make_device, sample_bundle, live_server, now):
+    device = make_device()
+    bundles = [sample_bundle(device, 1, sequence=number) for number in (1, 2, 4, 5, 6, 3)]
+    for bundle in bundles:
+        code, answer = push_over_http(live_server.url, device, bundle, now)
+        assert code == 202, answer
+    keys = list(Bundle.objects.values_list("pk", flat=True))
+    barrier = threading.Barrier(len(keys))
+
+    def validate(bundle_pk):
+        connection.ensure_connection()
+        barrier.wait()
+        try:
+            validate_bundle(bundle_pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=validate, args=(bundle_pk,)) for bundle_pk in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert set(Bundle.objects.values_list("status", flat=True)) == {"accepted"}
+    row = Device.objects.get(device_id=device.device_id)
+    assert row.max_sequence_seen == 6
+    assert row.missing_sequence_count == 0
+    assert not SequenceAnomaly.objects.filter(resolved_at__isnull=True).exists()
 
 
 def test_concurrent_http_pushes_store_one_bundle(celery_broker, make_device, sample_bundle, live_server, now):
