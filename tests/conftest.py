@@ -28,6 +28,14 @@ def seeded_data(transactional_db):
     importlib.import_module("policies.migrations.0002_seed_policies").seed(apps, None)
 
 
+@pytest.fixture(autouse=True)
+def _seed_transactional_tests(request):
+    """Give every transactional test the seeded roles and policies (see seeded_data)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and marker.kwargs.get("transaction"):
+        request.getfixturevalue("seeded_data")
+
+
 @pytest.fixture
 def now():
     return datetime.now(timezone.utc).replace(microsecond=0)

@@ -12,7 +12,7 @@ from bundles.simulator import Simulator
 from devices.models import DeviceStatus
 from devices.services import set_device_status
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_data"), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def run_sql(sql, *params):

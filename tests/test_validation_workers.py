@@ -19,7 +19,7 @@ from molam_offline.celery import app as celery_app
 from reconciliation.models import SyncQueueItem
 from tests.processes import free_port, start_celery_worker, stop_process
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_data")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def use_broker(url: str | None) -> None:
@@ -160,7 +160,6 @@ def test_concurrent_http_pushes_store_one_bundle(celery_broker, make_device, sam
     assert row.status == "received"
 
 
-@pytest.mark.slow
 def test_worker_validates_pushed_bundle(celery_worker, make_device, sample_bundle, live_server, now):
     device = make_device()
     bundle = sample_bundle(device, 3)
@@ -175,7 +174,6 @@ def test_worker_validates_pushed_bundle(celery_worker, make_device, sample_bundl
     assert DeviceActivity.objects.get(device_id=device.device_id).tx_count == 3
 
 
-@pytest.mark.slow
 def test_sweep_recovers_lost_message(redis_server, make_device, sample_bundle, live_server, now, tmp_path):
     device = make_device()
     bundle = sample_bundle(device, 2)
