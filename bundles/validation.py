@@ -62,7 +62,15 @@ def run_checks(bundle: Bundle, transactions: list[Transaction]) -> Decision:
     decision = run_policy_checks(bundle, transactions)
     if decision.status != BundleStatus.ACCEPTED:
         return decision
-    return score_bundle(bundle, transactions, decision)
+    scored = score_bundle(bundle, transactions, decision)
+
+    # The scorer may return a new Decision. The duplicates that the checks marked must
+    # survive it, or a duplicate transaction would be accepted and posted twice.
+    for position, failure in decision.failures.items():
+        scored.failures.setdefault(position, failure)
+    if scored.policy is None:
+        scored.policy = decision.policy
+    return scored
 
 
 def validate_bundle(bundle_pk: int) -> str | None:
