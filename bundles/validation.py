@@ -125,8 +125,8 @@ def quarantine_for_conflict(decision: Decision, conflict: SequenceConflict) -> D
 def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: Decision) -> None:
     """Store a decision on a locked `received` bundle with its audit row, and queue it if accepted.
 
-    A bundle that is accepted, pending review or quarantined takes its place in the
-    device's daily totals; its duplicates and failed transactions do not count.
+    The transactions of a bundle that is accepted, pending review or quarantined count in
+    the device's daily totals, except its duplicates and failed transactions.
     """
     now = timezone.now()
     accepted_tx_status = TransactionStatus.ACCEPTED
