@@ -2,12 +2,13 @@
 and the sweep that recovers a lost task message.
 """
 
+import signal
 import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from bundles.client import encode, post_json
 from bundles.models import Bundle, SequenceAnomaly
@@ -197,3 +198,52 @@ def test_sweep_recovers_lost_message(redis_server, make_device, sample_bundle, l
 
     assert status == "accepted"
     assert Bundle.objects.get(bundle_id=bundle["bundle_id"]).validation_attempts == 1
+
+
+def test_killed_worker_loses_nothing(celery_broker, make_device, sample_bundle, live_server, now, tmp_path):
+    device = make_device()
+    bundle = sample_bundle(device, 2)
+    code, answer = push_over_http(live_server.url, device, bundle, now)
+    assert code == 202, answer
+    with transaction.atomic():
+        # Holding the bundle's row lock stops the worker inside the validation, where it is killed.
+        Bundle.objects.select_for_update().get(bundle_id=bundle["bundle_id"])
+        worker = start_celery_worker(celery_broker.url, pool="solo", log_path=tmp_path / "killed.log")
+        try:
+            wait_for_lock_waiters(1)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+        finally:
+            stop_process(worker)
+    # The dead worker's database session gets the lock now, fails to send its result to
+    # the gone client, and rolls back.
+    wait_for_lock_waiters(0)
+    assert Bundle.objects.get(bundle_id=bundle["bundle_id"]).status == "received"
+
+    second = start_celery_worker(celery_broker.url, log_path=tmp_path / "second.log")
+    try:
+        # The killed task's message is redelivered only after the broker's visibility
+        # timeout, so the sweep brings the bundle back first.
+        sweep_received_bundles.delay(0)
+        status = wait_for_status(bundle["bundle_id"])
+    finally:
+        stop_process(second)
+
+    assert status == "accepted"
+    assert Bundle.objects.get(bundle_id=bundle["bundle_id"]).validation_attempts == 1
+
+
+def wait_for_lock_waiters(expected: int, timeout: float = 120) -> None:
+    """Wait until `expected` other database sessions are waiting for a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            # Inside a transaction PostgreSQL keeps returning its first snapshot of the view.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+            waiting = cursor.fetchone()[0]
+        if waiting == expected:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{waiting} sessions wait for a lock after {timeout} seconds, expected {expected}")
