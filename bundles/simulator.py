@@ -8,6 +8,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from devices.models import KeyAlgorithm
 
@@ -16,6 +17,21 @@ from .client import DeviceIdentity, encode, post_json
 logger = logging.getLogger(__name__)
 
 SENEGAL_NUMBERS = [f"+22177{n:07d}" for n in range(1000, 1200)]
+# The time zone of the SN policy, which defines a device's day for the daily limits.
+SENEGAL_TIME_ZONE = ZoneInfo("Africa/Dakar")
+
+
+def one_local_day_window(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """Return up to two hours before `now` that lie within one local day, ending a few minutes ago.
+
+    Shortly after local midnight the window is the end of the previous day instead, so
+    that a daily-limit scenario never splits its payments across two days.
+    """
+    end = now - timedelta(minutes=3)
+    midnight = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    if end - midnight < timedelta(minutes=20):
+        return midnight - timedelta(hours=2), midnight - timedelta(minutes=5)
+    return max(end - timedelta(hours=2), midnight + timedelta(minutes=1)), end
 
 
 @dataclass
@@ -57,6 +73,8 @@ class Simulator:
 
     def push(self, scenario: str, identity: DeviceIdentity, bundle: dict, *, expected_status: str,
              expected_reason: str | None = None, sent_at: datetime | None = None, key=None) -> PushOutcome:
+        # TODO: with a Celery broker the answer is `received` and the final status comes
+        # later; the simulator has no status endpoint to poll, so it reports a mismatch.
         document = identity.sign_for_push(bundle, sent_at=sent_at or self.now(), key=key)
         http_status, answer = post_json(f"{self.base_url}/offline/bundles", encode(document))
         outcome = PushOutcome(scenario=scenario, bundle_id=bundle["bundle_id"], device_id=identity.device_id,
@@ -126,14 +144,15 @@ class Simulator:
         self.push("bundle too old", identity, bundle, expected_status="rejected", expected_reason="bundle_too_old")
 
     def daily_limit(self) -> None:
+        """Two bundles of 30 payments on one local day, against the SN limit of 50 per day."""
         identity = self.device("DAILY_LIMIT")
-        now = self.now()
-        start = now - timedelta(hours=2)
-        first = identity.seal(self.payments(identity, 30, start=start, spacing=timedelta(seconds=90)),
-                              created_at=now - timedelta(minutes=2))
+        start, end = one_local_day_window(self.now(), SENEGAL_TIME_ZONE)
+        spacing = (end - start) / 60
+        first = identity.seal(self.payments(identity, 30, start=start, spacing=spacing),
+                              created_at=start + 30 * spacing)
         self.push("daily limit (first half)", identity, first, expected_status="accepted")
-        second = identity.seal(self.payments(identity, 30, start=start + timedelta(minutes=50),
-                                             spacing=timedelta(seconds=90)), created_at=now - timedelta(minutes=1))
+        second = identity.seal(self.payments(identity, 30, start=start + 30 * spacing, spacing=spacing),
+                               created_at=end)
         self.push("daily limit exceeded", identity, second, expected_status="rejected",
                   expected_reason="daily_limit_exceeded")
 

@@ -5,16 +5,21 @@ Runs in a Celery task after the push commits. It is idempotent: a bundle that ha
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import record
+from devices.activity import add_activity, totals_by_local_day
+from devices.models import Device
+from policies.models import Policy
 from reconciliation.services import enqueue_bundle
 
 from .models import Bundle, BundleStatus, ReconciliationStatus, Transaction, TransactionStatus
+from .reasons import ReasonCode, reason_text
+from .sequences import SequenceConflict, track_sequence
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,9 @@ STATUS_AUDIT_ACTIONS = {
     BundleStatus.QUARANTINED: AuditAction.BUNDLE_QUARANTINED,
     BundleStatus.PENDING_REVIEW: AuditAction.BUNDLE_PENDING_REVIEW,
 }
+
+# Bundles whose transactions count against the daily limits until an operator rejects them.
+ACTIVITY_STATUSES = (BundleStatus.ACCEPTED, BundleStatus.PENDING_REVIEW, BundleStatus.QUARANTINED)
 
 
 @dataclass
@@ -42,6 +50,8 @@ class Decision:
     rejected_reason: str | None = None
     failures: dict[int, TransactionFailure] = field(default_factory=dict)  # by position in the bundle
     details: dict = field(default_factory=dict)
+    # The country policy the checks applied; None when the bundle was rejected before one was found.
+    policy: object = None
 
 
 def run_checks(bundle: Bundle, transactions: list[Transaction]) -> Decision:
@@ -52,33 +62,72 @@ def run_checks(bundle: Bundle, transactions: list[Transaction]) -> Decision:
     decision = run_policy_checks(bundle, transactions)
     if decision.status != BundleStatus.ACCEPTED:
         return decision
-    return score_bundle(bundle, transactions, decision)
+    scored = score_bundle(bundle, transactions, decision)
+
+    # The scorer may return a new Decision. The duplicates that the checks marked must
+    # survive it, or a duplicate transaction would be accepted and posted twice.
+    for position, failure in decision.failures.items():
+        scored.failures.setdefault(position, failure)
+    if scored.policy is None:
+        scored.policy = decision.policy
+    return scored
 
 
 def validate_bundle(bundle_pk: int) -> str | None:
     """Validate a `received` bundle and store its decision; return the new status, or None if already decided."""
+    device_id = Bundle.objects.filter(pk=bundle_pk).values_list("device_id", flat=True).first()
+    if device_id is None:
+        logger.error("Validation of bundle pk=%s skipped: not found", bundle_pk)
+        return None
+
     with transaction.atomic():
+        # Lock order everywhere: the device row, then its bundle rows. The device lock
+        # serialises all validations of one device, which is what keeps the daily totals,
+        # the duplicate lookup and the sequence numbers consistent between two bundles.
+        device = Device.objects.select_for_update().filter(device_id=device_id).first()
         bundle = Bundle.objects.select_for_update().filter(pk=bundle_pk).first()
-        if bundle is None:
-            logger.error("Validation of bundle pk=%s skipped: not found", bundle_pk)
-            return None
-        if bundle.status != BundleStatus.RECEIVED:
-            logger.info("Validation of bundle %s (device %s) skipped: already %s", bundle.bundle_id,
-                        bundle.device_id, bundle.status)
+        if bundle is None or bundle.status != BundleStatus.RECEIVED:
+            logger.info("Validation of bundle pk=%s (device %s) skipped: already %s", bundle_pk, device_id,
+                        bundle.status if bundle else "deleted")
             return None
 
-        logger.info("Validating bundle %s from device %s", bundle.bundle_id, bundle.device_id)
+        logger.info("Validating bundle %s from device %s", bundle.bundle_id, device_id)
+        if device is not None:
+            bundle.device = device  # The locked row, so that the checks read no stale copy.
         transactions = list(bundle.transactions.order_by("position"))
+        conflict = track_sequence(device, bundle) if device is not None else None
         decision = run_checks(bundle, transactions)
+        if conflict is not None and decision.status != BundleStatus.REJECTED:
+            decision = quarantine_for_conflict(decision, conflict)
         apply_decision(bundle, transactions, decision)
 
-    logger.info("Bundle %s from device %s is %s %s", bundle.bundle_id, bundle.device_id, decision.status,
+    logger.info("Bundle %s from device %s is %s %s", bundle.bundle_id, device_id, decision.status,
                 decision.reason_code)
     return decision.status
 
 
+def quarantine_for_conflict(decision: Decision, conflict: SequenceConflict) -> Decision:
+    """Quarantine a bundle that reuses another bundle's sequence number, a sign of a cloned key.
+
+    A policy rejection is kept, because a rejected bundle is never posted anyway.
+    """
+    others = ", ".join(conflict.earlier_bundle_ids)
+    details = {**decision.details, "sequence_conflict_with": conflict.earlier_bundle_ids}
+    if decision.reason_code:
+        details["replaced_reason_code"] = decision.reason_code
+    return replace(decision, status=BundleStatus.QUARANTINED, reason_code=ReasonCode.SEQUENCE_CONFLICT,
+                   rejected_reason=reason_text(ReasonCode.SEQUENCE_CONFLICT,
+                                               f"sequence {conflict.sequence} is already used by bundle "
+                                               f"{others}: the device key may be cloned"),
+                   details=details)
+
+
 def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: Decision) -> None:
-    """Store a decision on a locked `received` bundle with its audit row, and queue it if accepted."""
+    """Store a decision on a locked `received` bundle with its audit row, and queue it if accepted.
+
+    The transactions of a bundle that is accepted, pending review or quarantined count in
+    the device's daily totals, except its duplicates and failed transactions.
+    """
     now = timezone.now()
     accepted_tx_status = TransactionStatus.ACCEPTED
     if decision.status == BundleStatus.REJECTED:
@@ -95,6 +144,10 @@ def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: De
     Transaction.objects.bulk_update(transactions, ["status", "failed_check", "failure_reason", "sira_score",
                                                    "sira_reasons"])
 
+    if decision.status in ACTIVITY_STATUSES:
+        counted = [tx for tx in transactions if not tx.failed_check]
+        add_activity(bundle.device_id, totals_by_local_day(counted, _policy_time_zone(bundle, decision)))
+
     bundle.status = decision.status
     bundle.reason_code = decision.reason_code
     bundle.rejected_reason = decision.rejected_reason
@@ -107,11 +160,21 @@ def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: De
     bundle.save(update_fields=["status", "reason_code", "rejected_reason", "validated_at", "validation_attempts",
                                "max_sira_score", "reconciliation_status", "updated_at"])
 
+    details = dict(decision.details)
+    failed = {tx.local_id: tx.failed_check for tx in transactions if tx.failed_check}
+    if failed:
+        details["failed_checks"] = failed
     record(STATUS_AUDIT_ACTIONS[decision.status], bundle_id=bundle.bundle_id, device_id=bundle.device_id,
            country=bundle.country, reason=decision.rejected_reason or "",
            old_values={"status": BundleStatus.RECEIVED},
            new_values={"status": decision.status, "reason_code": decision.reason_code},
-           details=decision.details)
+           details=details)
 
     if decision.status == BundleStatus.ACCEPTED:
         enqueue_bundle(bundle)
+
+
+def _policy_time_zone(bundle: Bundle, decision: Decision) -> str:
+    if decision.policy is not None:
+        return decision.policy.timezone
+    return Policy.objects.get(country=bundle.country).timezone

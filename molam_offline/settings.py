@@ -220,3 +220,17 @@ CELERY_BEAT_SCHEDULE["evaluate-alerts"] = {
 SIRA_SCORER = os.environ.get("SIRA_SCORER", "bundles.sira.scorer.RuleScorer")
 SIRA_URL = os.environ.get("SIRA_URL", "")
 SIRA_TIMEOUT_SECONDS = float(os.environ.get("SIRA_TIMEOUT_SECONDS", "2"))
+
+# Bundle validation: the sweep of lost validation messages and the sequence and
+# registration rules of the policy checks.
+# A bundle still `received` this many seconds after its last change gets its validation
+# task enqueued again by the sweep.
+OFFLINE["VALIDATION_SWEEP_AFTER_SECONDS"] = env_int("VALIDATION_SWEEP_AFTER_SECONDS", 120)
+# A transaction dated more than this many hours before its device was registered is
+# suspected clock tampering. Terminals are often set up and used for a day or two before
+# their key is registered, hence the grace.
+OFFLINE["PRE_REGISTRATION_GRACE_HOURS"] = env_int("PRE_REGISTRATION_GRACE_HOURS", 48)
+# At most this many missing sequence numbers get a gap row per jump; the device's
+# missing_sequence_count still counts all of them.
+OFFLINE["MAX_SEQUENCE_GAP_ROWS"] = env_int("MAX_SEQUENCE_GAP_ROWS", 100)
+CELERY_BEAT_SCHEDULE["sweep-received-bundles"] = {"task": "bundles.sweep_received_bundles", "schedule": 60.0}

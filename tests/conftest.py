@@ -1,3 +1,4 @@
+import importlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,6 +11,29 @@ from bundles.client import DeviceIdentity, encode
 from devices.models import KeyAlgorithm
 from devices.services import register_device
 from molam_offline.roles import PAY_ADMIN
+
+
+@pytest.fixture
+def seeded_data(transactional_db):
+    """Restore the roles and country policies that migrations seed.
+
+    The flush after each transactional test removes them. serialized_rollback would
+    clash with the AnonymousUser that django-guardian creates again after every flush.
+    """
+    from django.apps import apps
+
+    from molam_offline.roles import sync_roles
+
+    sync_roles(apps)
+    importlib.import_module("policies.migrations.0002_seed_policies").seed(apps, None)
+
+
+@pytest.fixture(autouse=True)
+def _seed_transactional_tests(request):
+    """Give every transactional test the seeded roles and policies (see seeded_data)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and marker.kwargs.get("transaction"):
+        request.getfixturevalue("seeded_data")
 
 
 @pytest.fixture

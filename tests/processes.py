@@ -80,12 +80,16 @@ def redis_server(tmp_path):
 
 
 def start_celery_worker(broker_url: str, *, concurrency: int = 1, log_path: Path | None = None,
-                        **env) -> subprocess.Popen:
-    """Start a real Celery worker on the test database and `broker_url`."""
+                        pool: str = "prefork", **env) -> subprocess.Popen:
+    """Start a real Celery worker on the test database and `broker_url`.
+
+    pool="solo" runs tasks in the worker process itself, so that killing that one
+    process kills the task too.
+    """
     output = open(log_path, "wb") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "molam_offline", "worker", "--loglevel", "INFO", "--pool",
-         "prefork", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
+         pool, "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
         cwd=BASE_DIR, env=subprocess_env(CELERY_BROKER_URL=broker_url, **env), stdout=output,
         stderr=subprocess.STDOUT)
 
