@@ -59,6 +59,7 @@ class Simulator:
         self.run_id = run_id or uuid.uuid4().hex[:6].upper()
         self.now = now or (lambda: datetime.now(timezone.utc))
         self.outcomes: list[PushOutcome] = []
+        self.next_customer = 0  # Each payment gets its own customer, so devices share no senders.
 
     def device(self, name: str, *, algorithm=KeyAlgorithm.ED25519, raw_es256=False, register=True,
                country="SN", tenant_type="merchant") -> DeviceIdentity:
@@ -84,14 +85,20 @@ class Simulator:
         self.outcomes.append(outcome)
         return outcome
 
-    def payments(self, identity: DeviceIdentity, count: int, *, start: datetime, amount: str = "1500",
+    def payments(self, identity: DeviceIdentity, count: int, *, start: datetime, amount: str | None = None,
                  spacing=timedelta(minutes=7), receivers=None) -> list[dict]:
-        receivers = receivers or SENEGAL_NUMBERS[100:110]
-        return [identity.transaction(amount=amount, sender=SENEGAL_NUMBERS[i % 50],
-                                     receiver=receivers[i % len(receivers)], initiated_at=start + i * spacing,
-                                     type="merchant_payment" if identity.tenant_type == "merchant" else "p2p",
-                                     note="Riz 25 kg, boutique Aïda" if i == 0 else None)
-                for i in range(count)]
+        """Build honest-looking payments: customers of this device only, varied amounts, one shop till."""
+        receivers = receivers or [SENEGAL_NUMBERS[100 + self.next_customer % 50]]
+        transactions = []
+        for i in range(count):
+            sender = SENEGAL_NUMBERS[self.next_customer % 100]
+            self.next_customer += 1
+            transactions.append(identity.transaction(
+                amount=amount or str(1000 + 250 * (i % 7)), sender=sender, receiver=receivers[i % len(receivers)],
+                initiated_at=start + i * spacing,
+                type="merchant_payment" if identity.tenant_type == "merchant" else "p2p",
+                note="Riz 25 kg, boutique Aïda" if i == 0 else None))
+        return transactions
 
     # Scenarios --------------------------------------------------------------------
 
@@ -101,9 +108,10 @@ class Simulator:
                                      ("GOOD_ES256_DER", KeyAlgorithm.ES256, False),
                                      ("GOOD_ES256_RAW", KeyAlgorithm.ES256, True)]:
             identity = self.device(name, algorithm=algorithm, raw_es256=raw)
-            for _ in range(2):
-                start = now - timedelta(hours=3)
-                bundle = identity.seal(self.payments(identity, 5, start=start), created_at=now - timedelta(minutes=5))
+            for number in range(2):
+                start = now - timedelta(hours=3) + number * timedelta(minutes=50)
+                bundle = identity.seal(self.payments(identity, 5, start=start),
+                                       created_at=start + timedelta(minutes=40))
                 self.push("good", identity, bundle, expected_status="accepted")
 
     def bad_signature(self) -> None:
