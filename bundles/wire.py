@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 import rfc8785
@@ -32,12 +32,15 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 PARTY = re.compile(r"^[A-Za-z0-9+_.:@\-]{1,64}$")
 TRANSACTION_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-AMOUNT = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,4})?$")
+# 15 integer digits, so that the total of a full bundle still fits the NUMERIC(20, 2) columns.
+AMOUNT = re.compile(r"^[0-9]{1,15}(\.[0-9]{1,4})?$")
 RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 BASE64 = re.compile(r"^[A-Za-z0-9+/]{40,200}={0,2}$")
 MAX_SEQUENCE = 2**53 - 1  # The largest integer that every JSON implementation reads exactly.
-FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# Unpaired surrogates (from escapes such as "\\ud800") have no UTF-8 form, so neither
+# RFC 8785 nor PostgreSQL can take them.
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ud800-\udfff]")
 
 
 class PayloadTooLarge(Exception):
@@ -139,6 +142,9 @@ def load_json(body: bytes) -> dict:
         raise BundleFormatError([_error("$", "invalid_json", _("Invalid JSON at line %(line)d, column "
                                                                "%(column)d: %(message)s.")
                                         % {"line": error.lineno, "column": error.colno, "message": error.msg})]) from None
+    except ValueError:
+        # Python refuses to convert integers of more than 4300 digits (sys.int_info).
+        raise BundleFormatError([_error("$", "invalid_number", _("A number in the body has too many digits."))]) from None
 
     if not isinstance(document, dict):
         raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
@@ -282,10 +288,18 @@ class _Checker:
         fraction = (fraction or "")[:7]  # Python keeps microseconds: six digits after the dot.
         offset = "+00:00" if offset in ("Z", "z") else offset
         try:
-            return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+            moment = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
         except ValueError:
             self.add(path, "invalid_timestamp", _("This date or time does not exist."))
             return None
+        try:
+            # Year 1 with a positive offset is before year 1 in UTC, which neither Python
+            # nor psycopg can read back.
+            moment.astimezone(timezone.utc)
+        except OverflowError:
+            self.add(path, "invalid_timestamp", _("This timestamp is out of range."))
+            return None
+        return moment
 
     def signature(self, path: str, value) -> tuple[str | None, str | None]:
         if value is None:
