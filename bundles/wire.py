@@ -116,6 +116,14 @@ def parse_bundle(body: bytes) -> ParsedBundle:
 
 
 def load_json(body: bytes) -> dict:
+    """Decode a bundle body: strict JSON (see decode_json) whose top level is an object."""
+    document = decode_json(body)
+    if not isinstance(document, dict):
+        raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
+    return document
+
+
+def decode_json(body: bytes):
     """Decode strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting."""
     try:
         text = body.decode("utf-8")
@@ -145,9 +153,6 @@ def load_json(body: bytes) -> dict:
     except ValueError:
         # Python refuses to convert integers of more than 4300 digits (sys.int_info).
         raise BundleFormatError([_error("$", "invalid_number", _("A number in the body has too many digits."))]) from None
-
-    if not isinstance(document, dict):
-        raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
     return document
 
 
@@ -232,7 +237,8 @@ class _Checker:
         )
 
     def check_members(self, path: str, obj: dict, *, required: set, allowed: set) -> None:
-        for name in sorted(required - obj.keys()):
+        # A required member that is null is missing too: it must not reach the database as NULL.
+        for name in sorted(name for name in required if obj.get(name) is None):
             self.add(f"{path}.{name}", "required", _("This field is required."))
         for name in sorted(obj.keys() - allowed):
             self.add(f"{path}.{_path_name(name)}", "unknown_field", _("Unknown field; remove it."))
@@ -377,7 +383,7 @@ class _Checker:
             self.add(path, "invalid_type", _("Expected a decimal string such as \"1500\", got %(type)s.")
                      % {"type": _json_type(value)})
             return None
-        if not AMOUNT.match(value):
+        if not AMOUNT.fullmatch(value):  # match() would let "1500\n" through, as $ matches before a newline.
             self.add(path, "invalid_amount", _("Expected a positive decimal string such as \"1500\" or "
                                                "\"12.50\"."))
             return None
