@@ -113,7 +113,7 @@ REQUIRED = ([("bundle_id",), ("device_id",), ("sequence",), ("created_at",), ("s
 
 @pytest.mark.parametrize("body,code", [
     (b'{"bundle_id": ', "invalid_json"),
-    (b"", "invalid_json"),
+    (b"", "empty_body"),
     (b"{'bundle_id': 'single quotes'}", "invalid_json"),
     (b'{"a": 1} {"b": 2}', "invalid_json"),
     (b"[]", "invalid_type"),
@@ -196,6 +196,13 @@ def test_declared_length_over_limit_is_413(rejects, signed):
     limit = settings.OFFLINE["MAX_BUNDLE_BYTES"]
 
     rejects(encode(signed), path="$", code="too_large", status=413, CONTENT_LENGTH=str(limit + 1))
+
+
+def test_body_without_content_length_is_400(rejects, signed):
+    # A chunked upload has no Content-Length, and Django then reads no body.
+    answer = rejects(encode(signed), path="$", code="empty_body", CONTENT_LENGTH="")
+
+    assert "Content-Length" in answer["detail"]
 
 
 def test_invalid_content_length_is_400(rejects, signed):
