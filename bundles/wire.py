@@ -299,8 +299,8 @@ class _Checker:
             self.add(path, "invalid_timestamp", _("This date or time does not exist."))
             return None
         try:
-            # Year 1 with a positive offset is before year 1 in UTC, which neither Python
-            # nor psycopg can read back.
+            # An offset can move a time out of years 1 to 9999 in UTC (0001-01-01T00:00:00+01:00),
+            # which neither Python nor psycopg can read back.
             moment.astimezone(timezone.utc)
         except OverflowError:
             self.add(path, "invalid_timestamp", _("This timestamp is out of range."))
