@@ -55,6 +55,10 @@ class BundlePushView(APIView):
         # Reading the WSGI stream directly skips Django's DATA_UPLOAD_MAX_MEMORY_SIZE check,
         # which would answer 400 instead of 413; the limit is enforced here instead.
         body = request._request.read(limit + 1)
+        if not body:
+            # Django reads no body without a Content-Length header, as with chunked uploads.
+            return _error_response(status.HTTP_400_BAD_REQUEST, "$", "empty_body",
+                                   _("The body is empty. Send the bundle as JSON with a Content-Length header."))
 
         try:
             parsed = parse_bundle(body)

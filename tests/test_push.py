@@ -121,7 +121,9 @@ def test_repeat_push_with_bad_signature_is_not_counted(make_device, sample_bundl
     assert Bundle.objects.get().push_attempts == 1
 
 
-@pytest.mark.django_db(transaction=True)
+# Serialized rollback restores the roles that migrations seed, which the flush after an
+# earlier transactional test deletes.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_pushes_of_one_bundle_store_one_row(make_device, sample_bundle, now):
     from django.test import Client
 

@@ -1,5 +1,6 @@
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -47,14 +48,18 @@ class Command(BaseCommand):
         if port_in_use(port):
             raise CommandError(f"Port {port} on 127.0.0.1 is in use; stop that server or pass --port.")
         server = self.start_server(port)
+        # SIGTERM (from a process manager or `kill`) stops the server child like Ctrl-C does,
+        # instead of leaving it running.
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
         try:
             wait_for_port(port, server)
             self.push_demo_data(port, token)
             run_periodic_once()
+            if no_serve:
+                self.stdout.write(self.style.SUCCESS("\nDemo data pushed; stopping the server (--no-serve)."))
+                return
             self.stdout.write(self.style.SUCCESS(f"\nServing on http://127.0.0.1:{port}/admin/ "
                                                  f"(API: http://127.0.0.1:{port}/offline/). Ctrl-C stops."))
-            if no_serve:
-                return
             while server.poll() is None:
                 time.sleep(periodic_seconds)
                 run_periodic_once()
@@ -110,6 +115,10 @@ class Command(BaseCommand):
         for outcome in outcomes:
             self.stdout.write(f"  {outcome.scenario:<26} {outcome.bundle_id:<36} {outcome.status or '-':<15} "
                               f"{outcome.reason_code or ''}")
+
+
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
 
 
 def port_in_use(port: int) -> bool:
