@@ -150,7 +150,8 @@ def _lock_pending_request(change_request_pk: int, acting_user) -> ChangeRequest:
     elif change_request.policy_id is not None:
         _lock_policy(change_request.policy_id, acting_user)
 
-    change_request = ChangeRequest.objects.select_for_update().select_related("requested_by", "decided_by").get(
+    change_request = ChangeRequest.objects.select_for_update(of=("self",)).select_related(
+        "requested_by", "decided_by").get(
         pk=change_request_pk)
     if change_request.status != ChangeStatus.PENDING:
         decider = change_request.decided_by.get_username() if change_request.decided_by else _("a deleted user")
