@@ -1,4 +1,5 @@
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
@@ -204,7 +205,7 @@ class BundleAdmin(CountryScopedAdmin):
             tx.reason_lines = [format_sira_reason(reason) for reason in (tx.sira_reasons or [])]
 
         policy = Policy.objects.filter(country=bundle.country).first()
-        today = timezone.localdate(timezone=policy.timezone) if policy else timezone.localdate()
+        today = timezone.localdate(timezone=ZoneInfo(policy.timezone)) if policy else timezone.localdate()
         activity = DeviceActivity.objects.filter(
             device_id=bundle.device_id, activity_date__gte=today - timedelta(days=REVIEW_ACTIVITY_DAYS)
         ).order_by("-activity_date")
