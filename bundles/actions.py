@@ -1,10 +1,10 @@
 """Operator actions on bundles: approve, accept a too-old bundle, reject, requeue.
 
 The admin, the tests and the four-eyes approval call these functions. Each one locks the
-device row and then the bundle row (the lock order used everywhere, so an action never
-deadlocks with validation or a device block), checks the current status, changes it with
-a compare-and-set update, writes its audit row in the same transaction, and leaves slow
-follow-up work to transaction.on_commit.
+device row and then the bundle row, the lock order used across the code base, so that
+two actions on one device cannot deadlock. Each then checks the current status, changes it with a
+compare-and-set update and writes its audit row in the same transaction. Slow follow-up
+work runs in transaction.on_commit.
 """
 
 import logging
@@ -290,8 +290,8 @@ def _accept(bundle: Bundle, *, acting_user, note: str, ip_address: str | None, p
     if changed != 1:
         raise ActionRefused(describe_decided(bundle))
 
-    # A bundle in review holds pending transactions; a too-old one holds transactions
-    # rejected for the bundle's reason only. Those failing another check stay as they are.
+    # A bundle in review has pending transactions. A too-old one has transactions rejected
+    # for the bundle's reason, which are accepted; those failing another check stay rejected.
     if old_status == BundleStatus.REJECTED:
         acceptable = bundle.transactions.filter(Q(failed_check="") | Q(failed_check=bundle.reason_code),
                                                 status=TransactionStatus.REJECTED)

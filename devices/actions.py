@@ -208,8 +208,8 @@ def _quarantine_waiting_bundles(device: Device, acting_user, reason: str, ip_add
         if changed != 1:
             continue
         if bundle.status == BundleStatus.RECEIVED and policy is not None:
-            # A quarantined bundle holds a place in the daily totals, which rejecting it later
-            # gives back; a received one held none yet.
+            # A quarantined bundle counts in the daily totals, and rejecting it later subtracts
+            # them again. A received bundle was not counted yet, so it is counted now.
             add_activity(device.device_id, totals_by_local_day(list(bundle.transactions.all()), policy.timezone))
         record(AuditAction.BUNDLE_QUARANTINED, acting_user=acting_user, bundle_id=bundle.bundle_id,
                device_id=device.device_id, country=bundle.country, reason=rejected_reason, ip_address=ip_address,

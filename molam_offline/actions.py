@@ -17,7 +17,7 @@ class ActionRefused(Exception):
 
 
 class NotFound(ActionRefused):
-    """The row does not exist, or it belongs to a country the acting user does not hold."""
+    """The row does not exist, or it belongs to a country the acting user has no access to."""
 
 
 def required_note(note: str | None, field_name: str = "note") -> str:

@@ -15,7 +15,7 @@ from .actions import ActionRefused, BulkResult
 
 
 class CountryListFilter(admin.SimpleListFilter):
-    """Filter by country, offering only the countries the user holds."""
+    """Filter by country, offering only the countries the user has access to."""
 
     title = gettext_lazy("country")
     parameter_name = "country"
@@ -37,10 +37,10 @@ class CountryListFilter(admin.SimpleListFilter):
 
 
 class CountryScopedAdmin(admin.ModelAdmin):
-    """A ModelAdmin that shows only rows of the countries the user holds.
+    """A ModelAdmin that shows only rows of the countries the user has access to.
 
     Every admin view, action, search, filter and export starts from get_queryset, so one
-    filter covers them all. A detail URL of another country's row answers 404.
+    filter covers them all. A detail URL of another country's row returns 404.
     """
 
     # Lookup path from the model to a two-letter country code.

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 POLICY_PERMISSION = "policies.change_policy"
 
-# Which permission a second approver needs, per kind of change.
+# Permission that a second approver needs, per kind of change.
 APPROVER_PERMISSIONS = {
     ChangeKind.POLICY_LIMIT: POLICY_PERMISSION,
     ChangeKind.BUNDLE_RELEASE: "bundles.review_bundle",

@@ -1,9 +1,10 @@
 """Per-country access: which countries' devices, bundles and audit rows a user may see and act on.
 
-A user holds a country through the `policies.review_country` object permission on that
-country's Policy row, granted with django-guardian to the user or to one of their groups.
-Superusers, and users who hold the permission globally (not on one object), hold every
-country. Everyone else holds only the countries granted to them, possibly none.
+A user has access to a country through the `policies.review_country` object permission on
+that country's Policy row, granted with django-guardian to the user or to one of their
+groups. Superusers, and users who have the permission globally (not on one object), have
+access to every country. Everyone else has access to the countries granted to them only,
+possibly none.
 """
 
 from django.core.exceptions import PermissionDenied
@@ -19,7 +20,7 @@ _CACHE_ATTRIBUTE = "_molam_allowed_countries"
 
 
 def allowed_countries(user) -> frozenset[str] | None:
-    """Return the country codes that `user` holds, or None when the user holds every country."""
+    """Return the country codes that `user` has access to, or None for every country."""
     if user is None or not user.is_authenticated or not user.is_active:
         return frozenset()
     if hasattr(user, _CACHE_ATTRIBUTE):
@@ -35,7 +36,7 @@ def allowed_countries(user) -> frozenset[str] | None:
 
 
 def holds_country(user, country: str) -> bool:
-    """Return whether `user` may see and act on data of `country`; None (the system) holds all."""
+    """Return whether `user` may see and act on data of `country`; None (the system) may act on all."""
     if user is None:
         return True
     countries = allowed_countries(user)
@@ -43,7 +44,7 @@ def holds_country(user, country: str) -> bool:
 
 
 def require_country(user, country: str) -> None:
-    """Raise PermissionDenied unless `user` holds `country`."""
+    """Raise PermissionDenied unless `user` has access to `country`."""
     if not holds_country(user, country):
         raise PermissionDenied(_("You have no access to country %(country)s.") % {"country": country or "-"})
 
@@ -55,7 +56,7 @@ def require_permission(user, permission: str) -> None:
 
 
 def filter_by_country(queryset, user, field: str = "country"):
-    """Restrict `queryset` to rows whose `field` is a country that `user` holds."""
+    """Restrict `queryset` to rows whose `field` is a country that `user` has access to."""
     countries = allowed_countries(user)
     if countries is None:
         return queryset

@@ -153,6 +153,20 @@ def test_superuser_sees_every_country(two_countries, make_user):
     html = client.get("/admin/bundles/bundle/").content.decode()
     assert "bundle_dev_ml" in html
     assert "bundle_dev_sn" in html
+    ml = two_countries["ML"]
+    for url, model in ADMIN_PAGES.items():
+        assert client.get(f"{url}{ml[model].pk}/change/").status_code == 200, url
+    assert client.get(f"/admin/policies/policy/{ml[Policy].pk}/permissions/").status_code == 200
+    assert client.get(f"/admin/bundles/bundle/{ml[Bundle].pk}/review/").status_code == 200
+
+
+def test_reviewer_opens_every_detail_page(two_countries, senegal_reviewer):
+    client = client_for(senegal_reviewer)
+    sn = two_countries["SN"]
+    for url, model in ADMIN_PAGES.items():
+        assert client.get(f"{url}{sn[model].pk}/change/").status_code == 200, url
+    # Granting countries is for superusers: guardian's page redirects everyone else.
+    assert client.get(f"/admin/policies/policy/{sn[Policy].pk}/permissions/").status_code == 302
 
 
 def test_grant_through_group_and_revoke(staff):
