@@ -17,6 +17,7 @@ from audit.models import AuditLog
 from devices.models import DeviceActivity
 from molam_offline.actions import ActionRefused
 from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin, NoteForm, confirm_action
+from molam_offline.api import client_ip
 from policies.models import ChangeRequest, ChangeStatus, Policy
 
 from . import actions
@@ -118,7 +119,7 @@ class BundleAdmin(CountryScopedAdmin):
         return confirm_action(
             self, request, queryset, form_class=ApproveForm, title=_("Approve bundles"),
             apply=lambda bundle, data: approve(bundle, acting_user=request.user, note=data["note"],
-                                               ip_address=request.META.get("REMOTE_ADDR")))
+                                               ip_address=client_ip(request)))
 
     @admin.action(description=gettext_lazy("Reject selected bundles"), permissions=["review"])
     def reject_selected(self, request, queryset):
@@ -126,7 +127,7 @@ class BundleAdmin(CountryScopedAdmin):
             self, request, queryset, form_class=RejectForm, title=_("Reject bundles"),
             apply=lambda bundle, data: actions.reject_bundle(
                 acting_user=request.user, bundle_pk=bundle.pk, reason_code=data["reason_code"], note=data["note"],
-                ip_address=request.META.get("REMOTE_ADDR")) and None)
+                ip_address=client_ip(request)) and None)
 
     @admin.action(description=gettext_lazy("Requeue selected bundles for validation"), permissions=["requeue"])
     def requeue_selected(self, request, queryset):
@@ -134,7 +135,7 @@ class BundleAdmin(CountryScopedAdmin):
             self, request, queryset, form_class=NoteForm, title=_("Requeue bundles for validation"),
             apply=lambda bundle, data: actions.requeue_bundle(
                 acting_user=request.user, bundle_pk=bundle.pk, note=data["note"],
-                ip_address=request.META.get("REMOTE_ADDR")) and None)
+                ip_address=client_ip(request)) and None)
 
     def get_urls(self):
         review = self.admin_site.admin_view(self.review_view)
@@ -171,7 +172,7 @@ class BundleAdmin(CountryScopedAdmin):
 
     def _handle_review_post(self, request, bundle):
         """Run the submitted approve or reject form; return both forms and whether an action ran."""
-        ip_address = request.META.get("REMOTE_ADDR")
+        ip_address = client_ip(request)
         approve_form, reject_form = ApproveForm(prefix="approve"), RejectForm(prefix="reject")
         try:
             if "approve" in request.POST:

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy
 from bundles.models import SequenceAnomaly
 from molam_offline.actions import ActionRefused
 from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin, ReasonForm, confirm_action, report_result
+from molam_offline.api import client_ip
 
 from . import actions
 from .models import Device, DeviceActivity
@@ -91,7 +92,7 @@ class DeviceAdmin(CountryScopedAdmin):
             self, request, queryset, form_class=BlockForm, title=_("Block devices"),
             apply=lambda device, data: actions.block_device(
                 acting_user=request.user, device_id=device.device_id, reason=data["reason"],
-                quarantine_bundles=data["quarantine_bundles"], ip_address=request.META.get("REMOTE_ADDR")) and None)
+                quarantine_bundles=data["quarantine_bundles"], ip_address=client_ip(request)) and None)
 
     @admin.action(description=gettext_lazy("Reactivate selected devices"), permissions=["block"])
     def reactivate_selected(self, request, queryset):
@@ -99,7 +100,7 @@ class DeviceAdmin(CountryScopedAdmin):
             self, request, queryset, form_class=ReasonForm, title=_("Reactivate devices"),
             apply=lambda device, data: actions.reactivate_device(
                 acting_user=request.user, device_id=device.device_id, reason=data["reason"],
-                ip_address=request.META.get("REMOTE_ADDR")) and None)
+                ip_address=client_ip(request)) and None)
 
     @admin.action(description=gettext_lazy("Deactivate selected devices"), permissions=["block"])
     def deactivate_selected(self, request, queryset):
@@ -107,7 +108,7 @@ class DeviceAdmin(CountryScopedAdmin):
             self, request, queryset, form_class=ReasonForm, title=_("Deactivate devices"),
             apply=lambda device, data: actions.deactivate_device(
                 acting_user=request.user, device_id=device.device_id, reason=data["reason"],
-                ip_address=request.META.get("REMOTE_ADDR")) and None)
+                ip_address=client_ip(request)) and None)
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
@@ -128,7 +129,7 @@ class DeviceAdmin(CountryScopedAdmin):
                 result = actions.block_devices(
                     acting_user=request.user, device_ids=form.cleaned_data["device_ids"],
                     reason=form.cleaned_data["reason"], quarantine_bundles=form.cleaned_data["quarantine_bundles"],
-                    ip_address=request.META.get("REMOTE_ADDR"))
+                    ip_address=client_ip(request))
             except ActionRefused as refusal:
                 self.message_user(request, refusal.message, messages.ERROR)
             else:
@@ -156,7 +157,7 @@ class DeviceAdmin(CountryScopedAdmin):
                 actions.replace_device_key(acting_user=request.user, device_id=device.device_id,
                                            pubkey_pem=form.cleaned_data["pubkey_pem"],
                                            reason=form.cleaned_data["reason"],
-                                           ip_address=request.META.get("REMOTE_ADDR"))
+                                           ip_address=client_ip(request))
             except ActionRefused as refusal:
                 form.add_error("pubkey_pem", refusal.message)
             else:

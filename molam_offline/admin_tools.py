@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
@@ -83,6 +84,10 @@ def confirm_action(modeladmin, request, queryset, *, form_class, title: str, app
                 pending_message = apply(obj, form.cleaned_data)
             except ActionRefused as refusal:
                 result.skipped[object_label(obj)] = refusal.message
+                continue
+            except PermissionDenied as denied:
+                # For example an ops reviewer selecting a policy change, which needs change_policy.
+                result.skipped[object_label(obj)] = str(denied) or _("Permission denied.")
                 continue
             if pending_message:
                 result.pending[object_label(obj)] = pending_message

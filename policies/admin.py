@@ -10,6 +10,7 @@ from audit.models import AuditAction
 from audit.services import record
 from molam_offline.actions import ActionRefused
 from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin, NoteForm, confirm_action
+from molam_offline.api import client_ip
 
 from . import actions
 from .models import ChangeRequest, Policy
@@ -50,7 +51,7 @@ class PolicyAdmin(ReinforcedGuardedModelAdminMixin, CountryScopedAdmin):
             obj.updated_by = request.user
             super().save_model(request, obj, form, change)
             record(AuditAction.POLICY_CHANGED, acting_user=request.user, country=obj.country, reason=note,
-                   ip_address=request.META.get("REMOTE_ADDR"),
+                   ip_address=client_ip(request),
                    new_values={name: actions.json_value(form.cleaned_data[name]) for name in form.changed_data
                                if name != "change_note"})
             return
@@ -58,7 +59,7 @@ class PolicyAdmin(ReinforcedGuardedModelAdminMixin, CountryScopedAdmin):
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name != "change_note"}
         try:
             outcome = actions.change_policy(acting_user=request.user, policy_pk=obj.pk, changes=changes, note=note,
-                                            ip_address=request.META.get("REMOTE_ADDR"))
+                                            ip_address=client_ip(request))
         except ActionRefused as refusal:
             request._policy_not_saved = refusal.message
             return
@@ -110,7 +111,7 @@ class ChangeRequestAdmin(CountryScopedAdmin):
             object_label=lambda change: f"#{change.pk}",
             apply=lambda change, data: actions.approve_change_request(
                 acting_user=request.user, change_request_pk=change.pk, note=data["note"],
-                ip_address=request.META.get("REMOTE_ADDR")) and None)
+                ip_address=client_ip(request)) and None)
 
     @admin.action(description=gettext_lazy("Reject selected changes"), permissions=["decide"])
     def reject_selected(self, request, queryset):
@@ -119,4 +120,4 @@ class ChangeRequestAdmin(CountryScopedAdmin):
             object_label=lambda change: f"#{change.pk}",
             apply=lambda change, data: actions.reject_change_request(
                 acting_user=request.user, change_request_pk=change.pk, note=data["note"],
-                ip_address=request.META.get("REMOTE_ADDR")) and None)
+                ip_address=client_ip(request)) and None)

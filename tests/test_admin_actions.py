@@ -273,6 +273,10 @@ def test_policy_raise_through_admin_waits_for_second_admin(staff):
     assert any("second approver" in text for text in messages_of(response)), messages_of(response)
     assert Policy.objects.get(pk=policy.pk).max_offline_per_device_per_day == 50
     change = ChangeRequest.objects.get(kind="policy_limit")
+    ops = run_action(client_for(staff("ops", OPS)), "/admin/policies/changerequest/", "approve_selected",
+                     [change.pk], note="not mine to approve")
+    assert any("1 skipped" in text and "policies.change_policy" in text for text in messages_of(ops))
+    assert Policy.objects.get(pk=policy.pk).max_offline_per_device_per_day == 50
     run_action(client_for(second), "/admin/policies/changerequest/", "approve_selected", [change.pk], note="ok")
     assert Policy.objects.get(pk=policy.pk).max_offline_per_device_per_day == 100
 
