@@ -1,11 +1,13 @@
 """Every back-office action through the real admin views, as logged-in users of each role."""
 
 import csv
+import threading
 import io
 from decimal import Decimal
 
 import pytest
 from django.contrib.messages import get_messages
+from django.db import connection
 
 from audit.models import AuditLog
 from bundles.client import DeviceIdentity
@@ -327,3 +329,37 @@ def test_audit_csv_export_of_weekly_rejections(staff, make_bundle):
     assert rows[0]["reason"] == "'=HYPERLINK(1)"
     assert rows[0]["old_values"] == '{"status": "quarantined"}'
     assert client_for(staff("engineer", ENGINEER)).get("/admin/audit/auditlog/export/").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reviewers_submit_review_page_at_once(staff, make_bundle):
+    clients = {"alice": client_for(staff("alice", OPS)), "bob": client_for(staff("bob", FRAUD))}
+    bundle = make_bundle(status="pending_review")
+    url = f"{BUNDLES}{bundle.pk}/review/"
+    barrier = threading.Barrier(2)
+    texts, errors = {}, []
+
+    def submit(name):
+        try:
+            barrier.wait(timeout=10)
+            response = clients[name].post(url, {"approve": "1", "approve-note": f"checked by {name}"}, follow=True)
+            texts[name] = messages_of(response)
+        except Exception as error:  # an error in the view would surface here
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit, args=(name,)) for name in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    bundle.refresh_from_db()
+    winner = bundle.reviewed_by.username
+    loser = next(name for name in clients if name != winner)
+    assert any("approved and queued" in text for text in texts[winner])
+    assert any(f"already accepted by {winner}" in text for text in texts[loser])
+    assert AuditLog.objects.filter(bundle_id=bundle.bundle_id, action="manual_approval").count() == 1
+    assert SyncQueueItem.objects.filter(bundle=bundle).count() == 1
