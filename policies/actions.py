@@ -112,7 +112,7 @@ def approve_change_request(*, acting_user, change_request_pk: int, note: str = "
 
 def reject_change_request(*, acting_user, change_request_pk: int, note: str,
                           ip_address: str | None = None) -> ChangeRequest:
-    """Refuse a pending change; nothing it asked for is applied."""
+    """Reject a pending change; nothing it requested is applied."""
     note = required_note(note)
     with transaction.atomic():
         change_request = _lock_pending_request(change_request_pk, acting_user)
