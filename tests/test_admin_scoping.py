@@ -184,3 +184,18 @@ def test_user_without_country_sees_nothing(two_countries, staff):
     client = client_for(staff("nowhere", OPS, countries=[]))
     for url in ["/admin/bundles/bundle/", "/admin/devices/device/", "/admin/audit/auditlog/"]:
         assert list(client.get(url).context["cl"].result_list) == [], url
+
+
+def test_grant_country_command(staff):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    user = staff("cmd_user", OPS, countries=[])
+    call_command("grant_country", "cmd_user", "sn", "ML")
+    assert allowed_countries(type(user).objects.get(pk=user.pk)) == frozenset({"SN", "ML"})
+    call_command("grant_country", "cmd_user", "ML", "--revoke")
+    assert allowed_countries(type(user).objects.get(pk=user.pk)) == frozenset({"SN"})
+    with pytest.raises(CommandError, match="No policy for ZZ"):
+        call_command("grant_country", "cmd_user", "ZZ")
+    with pytest.raises(CommandError, match="not found"):
+        call_command("grant_country", "nobody", "SN")
