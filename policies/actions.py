@@ -32,6 +32,11 @@ APPROVER_PERMISSIONS = {
 }
 
 
+# The country names the guardian permission rows, so it never changes; the rest is bookkeeping.
+EDITABLE_FIELDS = {field.name for field in Policy._meta.fields} - {"id", "country", "updated_by", "created_at",
+                                                                     "updated_at"}
+
+
 @dataclass
 class PolicyChangeOutcome:
     """The policy as changed, or the four-eyes request created in place of the change."""
@@ -53,6 +58,9 @@ def change_policy(*, acting_user, policy_pk: int, changes: dict, note: str,
     """
     note = required_note(note)
     require_permission(acting_user, POLICY_PERMISSION)
+    unknown = sorted(set(changes) - EDITABLE_FIELDS)
+    if unknown:
+        raise ActionRefused(_("These policy fields cannot be changed: %(fields)s.") % {"fields": ", ".join(unknown)})
 
     with transaction.atomic():
         policy = _lock_policy(policy_pk, acting_user)

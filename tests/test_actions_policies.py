@@ -100,3 +100,9 @@ def test_policy_change_permissions(staff, senegal):
     with pytest.raises(NotFound):
         actions.approve_change_request(acting_user=staff("admin_ml2", PAY_ADMIN, countries=["ML"]),
                                        change_request_pk=request.pk)
+
+
+def test_country_field_cannot_change(staff, senegal):
+    with pytest.raises(ActionRefused, match="cannot be changed: country"):
+        actions.change_policy(acting_user=staff("admin1", PAY_ADMIN), policy_pk=senegal.pk, note="x",
+                              changes={"country": "ML"})
