@@ -126,3 +126,10 @@ def test_bulk_block_reports_skips(staff, make_device):
     assert result.skipped["DEV_ML"] == "Device DEV_ML not found."
     assert result.skipped["DEV_NOPE"] == "Device DEV_NOPE not found."
     assert Device.objects.get(device_id="DEV_ML").status == "active"
+
+
+def test_block_by_system(make_device):
+    make_device("DEV_SN")
+    actions.block_device(acting_user=None, device_id="DEV_SN", reason="simulated stolen terminal")
+    assert Device.objects.get(device_id="DEV_SN").status == "blocked"
+    assert AuditLog.objects.get(device_id="DEV_SN", action="device_blocked").actor == "system"
