@@ -125,6 +125,8 @@ def test_review_page_shows_what_a_reviewer_needs(staff, make_bundle):
     AuditLog.objects.create(action="bundle_quarantined", bundle_id=bundle.bundle_id, device_id=bundle.device_id,
                             country="SN", reason="high_fraud_score: fraud score 91")
 
+    change_page = client.get(f"{BUNDLES}{bundle.pk}/change/").content.decode()
+    assert f'href="{BUNDLES}{bundle.pk}/review/"' in change_page
     page = client.get(f"{BUNDLES}{bundle.pk}/review/")
 
     assert page.status_code == 200
