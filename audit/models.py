@@ -65,6 +65,7 @@ class AuditLog(models.Model):
         verbose_name = _("audit log entry")
         verbose_name_plural = _("audit log")
         ordering = ["-created_at", "-id"]
+        permissions = [("export_auditlog", _("Can export the audit log as CSV"))]
         indexes = [models.Index(fields=["actor", "created_at"], name="audit_actor_created")]
 
     def __str__(self):

@@ -33,3 +33,10 @@ def record(action: str, *, acting_user: AbstractBaseUser | None = None, actor: s
         reason=reason,
         ip_address=ip_address,
     )
+
+
+def last_actor(action: str, *, bundle_id: str | None = None, device_id: str | None = None) -> str | None:
+    """Return who last recorded `action` on a bundle or device, for "already done by X" messages."""
+    rows = AuditLog.objects.filter(action=action)
+    rows = rows.filter(bundle_id=bundle_id) if bundle_id else rows.filter(device_id=device_id)
+    return rows.order_by("-created_at", "-id").values_list("actor", flat=True).first()

@@ -2,9 +2,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.models import AuditAction
-from devices.models import DeviceStatus
-from devices.services import set_device_status
+from devices.actions import block_device
 
 from bundles.simulator import Simulator
 
@@ -27,8 +25,7 @@ class Command(BaseCommand):
         def block(device_id):
             # The server and this command share the database in the quick start; the block
             # goes through the same service as the admin action.
-            set_device_status(acting_user=None, device_id=device_id, new_status=DeviceStatus.BLOCKED,
-                              reason="simulated stolen terminal", action=AuditAction.DEVICE_BLOCKED)
+            block_device(acting_user=None, device_id=device_id, reason="simulated stolen terminal")
 
         try:
             outcomes = simulator.run_all(block)

@@ -14,11 +14,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
-from audit.models import AuditAction
 from bundles.models import Bundle
 from bundles.simulator import Simulator
-from devices.models import DeviceStatus
-from devices.services import set_device_status
+from devices.actions import block_device
 from molam_offline.periodic import run_periodic_once
 from molam_offline.roles import PAY_ADMIN
 
@@ -106,8 +104,7 @@ class Command(BaseCommand):
             return
 
         def block(device_id):
-            set_device_status(acting_user=None, device_id=device_id, new_status=DeviceStatus.BLOCKED,
-                              reason="demo: stolen terminal", action=AuditAction.DEVICE_BLOCKED)
+            block_device(acting_user=None, device_id=device_id, reason="demo: stolen terminal")
 
         simulator = Simulator(f"http://127.0.0.1:{port}", token, run_id="DEMO")
         outcomes = simulator.run_all(block)
