@@ -32,7 +32,8 @@ def seeded_data(transactional_db):
 def _seed_transactional_tests(request):
     """Give every transactional test the seeded roles and policies (see seeded_data)."""
     marker = request.node.get_closest_marker("django_db")
-    if marker is not None and marker.kwargs.get("transaction"):
+    transactional = marker is not None and marker.kwargs.get("transaction")
+    if transactional or {"transactional_db", "live_server"} & set(request.fixturenames):
         request.getfixturevalue("seeded_data")
 
 
@@ -115,34 +116,6 @@ def push(api_client, now, django_capture_on_commit_callbacks):
             return api_client.generic("POST", "/offline/bundles", body, content_type="application/json")
 
     return do_push
-
-
-@pytest.fixture(autouse=True)
-def seed_data_after_flush(request):
-    """Restore the role groups and country policies that data migrations create.
-
-    A transactional test ends with a flush that empties every table, so a later
-    transactional test would find no groups and no policies.
-    """
-    marker = request.node.get_closest_marker("django_db")
-    if marker is None or not marker.kwargs.get("transaction"):
-        return
-    request.getfixturevalue("transactional_db")
-
-    import importlib
-
-    from django.apps import apps
-    from django.contrib.auth.models import Permission
-
-    from molam_offline.roles import ROLE_PERMISSIONS
-    from policies.models import Policy
-
-    if not Policy.objects.exists():
-        importlib.import_module("policies.migrations.0002_seed_policies").seed(apps, None)
-    for role, codenames in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        group.permissions.set([Permission.objects.get(content_type__app_label=dotted.split(".")[0],
-                                                      codename=dotted.split(".")[1]) for dotted in codenames])
 
 
 from tests.processes import redis_server  # noqa: E402,F401  (fixture shared by the worker tests)

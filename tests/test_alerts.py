@@ -253,30 +253,7 @@ def test_no_recipients_sends_webhook_only(settings, webhook):
     assert len(webhook.payloads) == 1
 
 
-@pytest.fixture
-def reseed_after_flush(django_db_blocker):
-    """Put back the groups and policies that data migrations create, after transactional_db flushes them.
-
-    Requested before transactional_db, so its teardown runs after the flush; later tests
-    that register devices need the pay_admin group and the policies.
-    """
-    yield
-    import importlib
-
-    from django.apps import apps
-    from django.contrib.auth.models import Group, Permission
-
-    from molam_offline.roles import ROLE_PERMISSIONS
-
-    with django_db_blocker.unblock():
-        for role, codenames in ROLE_PERMISSIONS.items():
-            group, _ = Group.objects.get_or_create(name=role)
-            group.permissions.set([Permission.objects.get(content_type__app_label=name.split(".")[0],
-                                                          codename=name.split(".")[1]) for name in codenames])
-        importlib.import_module("policies.migrations.0002_seed_policies").seed(apps, None)
-
-
-def test_concurrent_evaluations_notify_once(reseed_after_flush, transactional_db, webhook):
+def test_concurrent_evaluations_notify_once(transactional_db, webhook):
     unknown_reason()
     barrier = threading.Barrier(2)
     errors = []

@@ -123,7 +123,7 @@ def test_repeat_push_with_bad_signature_is_not_counted(make_device, sample_bundl
 
 # Serialized rollback restores the roles that migrations seed, which the flush after an
 # earlier transactional test deletes.
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_pushes_of_one_bundle_store_one_row(make_device, sample_bundle, now):
     from django.test import Client
 

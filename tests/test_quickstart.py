@@ -12,7 +12,7 @@ from bundles.models import Bundle, BundleStatus
 from tests.processes import BASE_DIR, free_port, run_manage, stop_process, subprocess_env
 
 # The command and its server are other processes, so the test's rows must be committed.
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def listening(port: int) -> bool:

@@ -12,7 +12,7 @@ from devices.services import set_device_status
 # The live server runs in another thread with its own connection, so rows must be committed.
 # Serialized rollback restores the rows that migrations seed (roles, policies) after the
 # flush that ends each transactional test.
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture
