@@ -11,8 +11,9 @@ logger = logging.getLogger(__name__)
 def run_periodic_once() -> None:
     """Run one round of every periodic job, logging and skipping any that fails."""
     from bundles.tasks import sweep_received_bundles
+    from reconciliation.tasks import reconcile_sync_queue
 
-    for job in (sweep_received_bundles,):
+    for job in (sweep_received_bundles, reconcile_sync_queue):
         try:
             job()
         except Exception:  # One failing job must not stop the others or the server.

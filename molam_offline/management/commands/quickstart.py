@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -15,13 +16,18 @@ from rest_framework.authtoken.models import Token
 
 from audit.models import AuditAction
 from bundles.models import Bundle
-from bundles.simulator import Simulator
+from bundles.simulator import SENEGAL_NUMBERS, Simulator
 from devices.models import DeviceStatus
 from devices.services import set_device_status
 from molam_offline.periodic import run_periodic_once
 from molam_offline.roles import PAY_ADMIN
+from reconciliation.services import OpeningBalance, set_opening_balances
 
 DEMO_PAY_ADMIN = "demo-pay-admin"
+# Opening balances of the simulator's senders, in XOF: enough that every demo payment
+# posts, even if validation accepts all of them (the agent sends 4 x 99,000).
+DEMO_OPENING_BALANCES = {number: Decimal("250000") for number in SENEGAL_NUMBERS[:50]}
+DEMO_OPENING_BALANCES[SENEGAL_NUMBERS[150]] = Decimal("500000")
 
 
 class Command(BaseCommand):
@@ -49,6 +55,7 @@ class Command(BaseCommand):
         server = self.start_server(port)
         try:
             wait_for_port(port, server)
+            self.load_demo_balances()
             self.push_demo_data(port, token)
             run_periodic_once()
             self.stdout.write(self.style.SUCCESS(f"\nServing on http://127.0.0.1:{port}/admin/ "
@@ -94,6 +101,12 @@ class Command(BaseCommand):
         # --insecure serves the admin's static files without DEBUG.
         return subprocess.Popen([sys.executable, str(manage), "runserver", f"127.0.0.1:{port}", "--noreload",
                                  "--insecure"], env=env)
+
+    def load_demo_balances(self) -> None:
+        rows = [OpeningBalance(identifier=number, currency="XOF", amount=amount)
+                for number, amount in DEMO_OPENING_BALANCES.items()]
+        changed = set_opening_balances(rows, source="quickstart demo data")
+        self.stdout.write(f"Demo opening balances loaded for {len(rows)} senders ({changed} changed).")
 
     def push_demo_data(self, port: int, token: str) -> None:
         if Bundle.objects.filter(device__device_id__startswith="SIM_").exists():
