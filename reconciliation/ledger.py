@@ -26,6 +26,11 @@ ALREADY_POSTED = "already_posted"
 
 AccountKey = tuple[str, str]  # (identifier, currency)
 
+# Statuses posted when their bundle is accepted. `pending` is what a quarantined or
+# pending-review bundle's payments keep when an operator accepts the bundle by hand
+# (UPDATE offline_tx_bundles SET status = 'accepted'), so the bundle decision covers them.
+POSTABLE_STATUSES = (TransactionStatus.ACCEPTED, TransactionStatus.PENDING)
+
 
 @dataclass
 class BundlePosting:
@@ -89,7 +94,7 @@ def lock_accounts(keys: set[AccountKey]) -> dict[AccountKey, LedgerAccount]:
 
 
 def post_bundle_transactions(bundle: Bundle, *, worker: str) -> BundlePosting:
-    """Post the `accepted` transactions of a locked bundle and store each transaction's outcome.
+    """Post the accepted (or pending) transactions of a locked bundle and store each one's outcome.
 
     Must run inside the transaction that holds the bundle's row lock. A sender whose
     balance does not cover a payment (the same money spent offline on two devices) gets
@@ -97,7 +102,7 @@ def post_bundle_transactions(bundle: Bundle, *, worker: str) -> BundlePosting:
     """
     posting = BundlePosting(bundle_id=bundle.bundle_id)
     transactions = list(bundle.transactions.order_by("position"))
-    postable = [tx for tx in transactions if tx.status == TransactionStatus.ACCEPTED]
+    postable = [tx for tx in transactions if tx.status in POSTABLE_STATUSES]
     accounts = lock_accounts(account_keys(postable))
     already_posted = dict(JournalEntry.objects.filter(device_id=bundle.device_id,
                                                       local_id__in=[tx.local_id for tx in postable])
@@ -105,7 +110,7 @@ def post_bundle_transactions(bundle: Bundle, *, worker: str) -> BundlePosting:
     now = timezone.now()
 
     for tx in transactions:
-        if tx.status != TransactionStatus.ACCEPTED:
+        if tx.status not in POSTABLE_STATUSES:
             posting.skipped[tx.local_id] = str(tx.status)
             continue
         if tx.local_id in already_posted:

@@ -29,9 +29,9 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import record
-from bundles.models import Bundle, BundleStatus, ReconciliationStatus, Transaction, TransactionStatus
+from bundles.models import Bundle, BundleStatus, ReconciliationStatus, Transaction
 
-from .ledger import BundlePosting, account_keys, ensure_accounts, post_bundle_transactions
+from .ledger import POSTABLE_STATUSES, BundlePosting, account_keys, ensure_accounts, post_bundle_transactions
 from .models import QueueStatus, SyncQueueItem, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class ReconciliationWorker:
 
     def post_item(self, item: SyncQueueItem, summary: RunSummary) -> str:
         """Post the bundle of `item` in one database transaction; return a one-word result."""
-        accepted = Transaction.objects.filter(bundle_id=item.bundle_id, status=TransactionStatus.ACCEPTED)
+        accepted = Transaction.objects.filter(bundle_id=item.bundle_id, status__in=POSTABLE_STATUSES)
         if not self.dry_run:
             ensure_accounts(account_keys(accepted))
 
