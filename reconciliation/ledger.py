@@ -119,7 +119,7 @@ def post_bundle_transactions(bundle: Bundle, *, worker: str) -> BundlePosting:
 
         sender = accounts[(tx.sender, tx.currency)]
         receiver = accounts[(tx.receiver, tx.currency)]
-        reason = refusal_reason(tx, sender)
+        reason = rejection_reason(tx, sender)
         if reason:
             tx.status, tx.failed_check, tx.failure_reason = TransactionStatus.FAILED, reason.split(":")[0], reason
             posting.failed[tx.local_id] = reason
@@ -142,7 +142,7 @@ def post_bundle_transactions(bundle: Bundle, *, worker: str) -> BundlePosting:
     return posting
 
 
-def refusal_reason(tx: Transaction, sender: LedgerAccount) -> str:
+def rejection_reason(tx: Transaction, sender: LedgerAccount) -> str:
     if tx.sender == tx.receiver:
         return f"{SAME_ACCOUNT}: sender and receiver are both {tx.sender}"
     if sender.balance < tx.amount:

@@ -77,8 +77,8 @@ class LedgerAccount(models.Model):
     `balance` is stored, not derived, so that posting can check funds under a row lock. It is
     written only in the database transaction that inserts the journal entries that change it,
     and always equals `opening_balance` plus credits minus debits (checked by
-    `reconciliation.ledger.check_ledger`). The check constraint refuses an overdraft even if
-    code forgets to check funds.
+    `reconciliation.ledger.check_ledger`). The check constraint rejects a negative balance
+    even where code does not check funds.
     """
 
     identifier = models.CharField(_("identifier"), max_length=64)
@@ -109,7 +109,7 @@ class JournalEntry(models.Model):
 
     Each row is both sides of a double entry, so debits and credits cannot drift apart.
     The unique constraint on (device_id, local_id) is the final guard against posting an
-    offline payment twice, whatever the transaction table says.
+    offline payment twice, whatever status the transaction table shows.
     """
 
     device_id = models.CharField(_("device ID"), max_length=64)

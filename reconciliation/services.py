@@ -37,7 +37,7 @@ def enqueue_bundle(bundle, *, priority: int = DEFAULT_PRIORITY, acting_user=None
 
 
 class QueueActionError(Exception):
-    """An operator action on the sync queue that cannot be done; the message says why."""
+    """An operator action on the sync queue that cannot be done; the message gives the reason."""
 
 
 REQUEUEABLE = (QueueStatus.DEAD, QueueStatus.FAILED)

@@ -8,8 +8,8 @@ Exactly once, whatever fails:
 - Each bundle is posted in one database transaction that inserts the journal entries,
   updates the balances, marks the transactions, updates the bundle and completes the queue
   row. A crash before the commit leaves none of it; after the commit, all of it.
-- The unique constraint on journal (device_id, local_id) refuses a second posting of a
-  payment even if a bundle is somehow processed twice.
+- The unique constraint on journal (device_id, local_id) rejects a second posting of a
+  payment even if a bundle is processed twice.
 """
 
 import logging
@@ -231,7 +231,7 @@ class ReconciliationWorker:
             bundle = Bundle.objects.select_for_update().get(bundle_id=item.bundle_id)
             current = SyncQueueItem.objects.select_for_update().get(pk=item.pk)
             if not self.dry_run and (current.status != QueueStatus.PROCESSING or current.locked_by != self.lock_id):
-                # The lease ran out and another worker claimed the row; it posts the bundle.
+                # The lease ran out and another worker claimed the row, so that worker posts the bundle.
                 logger.warning("Worker %s lost the lease on bundle %s to %s (status %s); skipping it", self.lock_id,
                                item.bundle_id, current.locked_by or "nobody", current.status)
                 summary.lease_lost += 1

@@ -155,8 +155,8 @@ def local_live_server():
 def reference_data():
     """Recreate the role groups and country policies that migrations seed and a transactional test's flush removes.
 
-    (serialized_rollback cannot restore them: the flush recreates django-guardian's
-    anonymous user, and loading the serialized copy then violates its unique name.)
+    serialized_rollback cannot restore them, because the flush recreates django-guardian's
+    anonymous user and loading the serialized copy then violates its unique username.
     """
     import importlib
 
@@ -196,3 +196,19 @@ def test_demo_data_reconciles_in_batches_of_five(reference_data, local_live_serv
     assert "0 failed" in result.stdout
     assert_every_transaction_reconciled_once()
     assert not Bundle.objects.filter(status="accepted").exclude(reconciliation_status="posted").exists()
+
+
+def test_worker_mode_and_batch_size_from_environment():
+    fund({wallet: "100000" for wallet in WALLETS})
+    make_bundles(3)
+
+    result = run_manage("reconcile", WORKER_MODE="once", BATCH_SIZE="2")
+    wrong_mode = run_manage("reconcile", WORKER_MODE="forever")
+
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
+    assert "(batch size 2)" in result.stderr
+    assert result.stderr.count("claimed 2 queue rows") == 1
+    assert result.stderr.count("claimed 1 queue rows") == 1
+    assert_every_transaction_reconciled_once()
+    assert wrong_mode.returncode == 1
+    assert "WORKER_MODE must be 'once' or 'loop', not 'forever'" in wrong_mode.stderr

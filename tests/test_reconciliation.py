@@ -116,7 +116,7 @@ def test_same_local_id_in_two_bundles_posts_once():
     assert_ledger_consistent()
 
 
-def test_ledger_unique_constraint_refuses_second_entry():
+def test_journal_rejects_second_entry():
     fund({AMINATA: "10000"})
     make_accepted_bundle("b1", "DEV_A", [("tx-1", AMINATA, BOUBA, "100")])
     run_worker()
@@ -129,7 +129,7 @@ def test_ledger_unique_constraint_refuses_second_entry():
             credit_account=entry.credit_account, amount=Decimal("100"), currency="XOF")
 
 
-def test_overdraft_refused_by_database():
+def test_database_rejects_overdraft():
     fund({AMINATA: "100"})
 
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -248,7 +248,7 @@ def test_requeue_dead_row_posts_it(make_user):
     assert run_worker().posted == 1
 
 
-def test_requeue_refuses_live_duplicate_and_unknown(make_user):
+def test_requeue_rejects_live_duplicate_and_unknown(make_user):
     make_accepted_bundle("b1", "DEV_A", [("tx-1", AMINATA, BOUBA, "100")])
     dead = SyncQueueItem.objects.get()
     SyncQueueItem.objects.filter(pk=dead.pk).update(status="dead")
