@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from bundles.models import Bundle, ReconciliationStatus, Transaction, TransactionStatus
@@ -81,11 +81,13 @@ def ensure_accounts(keys: set[AccountKey]) -> None:
 
 def lock_accounts(keys: set[AccountKey]) -> dict[AccountKey, LedgerAccount]:
     """Lock the accounts of `keys` in ascending id order; all of them must exist."""
-    identifiers = {identifier for identifier, _ in keys}
-    currencies = {currency for _, currency in keys}
+    if not keys:
+        return {}
+    matching = Q()
+    for identifier, currency in keys:
+        matching |= Q(identifier=identifier, currency=currency)
     # PostgreSQL locks rows in the ORDER BY order because the row lock is taken above the sort.
-    rows = (LedgerAccount.objects.select_for_update()
-            .filter(identifier__in=identifiers, currency__in=currencies).order_by("id"))
+    rows = LedgerAccount.objects.select_for_update().filter(matching).order_by("id")
     accounts = {(account.identifier, account.currency): account for account in rows}
     missing = keys - accounts.keys()
     if missing:

@@ -70,8 +70,10 @@ def requeue_queue_item(*, acting_user, item_id: int, reason: str = "") -> SyncQu
             raise QueueActionError(_("Bundle %(bundle)s already has another pending or processing queue row.")
                                    % {"bundle": bundle.bundle_id}) from None
         if not changed:
+            # Re-read: a worker may have claimed a failed row since it was read above.
+            current_status = SyncQueueItem.objects.filter(pk=item_id).values_list("status", flat=True).first()
             raise QueueActionError(_("Queue row %(id)s is %(status)s; only dead or failed rows can be requeued.")
-                                   % {"id": item_id, "status": old_status})
+                                   % {"id": item_id, "status": current_status})
 
         Bundle.objects.filter(pk=bundle.pk).exclude(reconciliation_status=ReconciliationStatus.QUEUED).update(
             reconciliation_status=ReconciliationStatus.QUEUED)

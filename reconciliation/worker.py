@@ -137,6 +137,8 @@ class ReconciliationWorker:
         return summary
 
     def process_batch(self, batch: list[SyncQueueItem], summary: RunSummary) -> None:
+        # NOTE: the lease is not renewed during a batch. Rows still unprocessed when it expires
+        # go to another worker, which is safe (this worker then skips them) but costs an attempt.
         for position, item in enumerate(batch):
             if self.stop_requested:
                 self.release(batch[position:])

@@ -444,3 +444,31 @@ def test_requeue_action_needs_permission(client, make_user):
                                                          "_selected_action": [SyncQueueItem.objects.get().pk]})
 
     assert SyncQueueItem.objects.get().status == "dead"
+
+
+def test_beat_task_posts_queue(settings):
+    from molam_offline.celery import app
+    from reconciliation.tasks import reconcile_sync_queue
+
+    fund({AMINATA: "10000"})
+    make_accepted_bundle("b1", "DEV_A", [("tx-1", AMINATA, BOUBA, "100")])
+    entry = settings.CELERY_BEAT_SCHEDULE["reconcile-sync-queue"]
+
+    counts = reconcile_sync_queue()
+
+    assert entry["task"] in app.tasks
+    assert entry["task"] == reconcile_sync_queue.name
+    assert counts["posted"] == 1
+    assert WorkerHeartbeat.objects.get().worker_name.startswith("celery@")
+
+
+def test_quick_start_periodic_round_reconciles():
+    from molam_offline.periodic import run_periodic_once
+
+    fund({AMINATA: "10000"})
+    make_accepted_bundle("b1", "DEV_A", [("tx-1", AMINATA, BOUBA, "100")])
+
+    run_periodic_once()
+
+    assert SyncQueueItem.objects.get().status == "done"
+    assert balance(BOUBA) == Decimal("100")

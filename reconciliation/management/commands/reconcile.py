@@ -43,7 +43,9 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true",
                             help="Post inside a transaction that is rolled back: report what would happen, "
                                  "claim and change nothing.")
-        parser.add_argument("--worker-name", help="Name in the heartbeat table (default: reconcile@<host name>).")
+        parser.add_argument("--worker-name",
+                            help="Name in the heartbeat table (default: RECONCILE_WORKER_NAME or "
+                                 "reconcile@<host name>).")
 
     def handle(self, *args, once, loop, batch_size, interval, bundle_id, dry_run, worker_name, **options):
         if batch_size < 1:
