@@ -472,3 +472,14 @@ def test_quick_start_periodic_round_reconciles():
 
     assert SyncQueueItem.objects.get().status == "done"
     assert balance(BOUBA) == Decimal("100")
+
+
+def test_ops_and_engineers_see_ledger():
+    from django.contrib.auth.models import Group
+
+    from molam_offline.roles import ENGINEER, FRAUD, OPS
+
+    for role in (OPS, ENGINEER):
+        codenames = set(Group.objects.get(name=role).permissions.values_list("codename", flat=True))
+        assert {"view_ledgeraccount", "view_journalentry", "view_deadletter", "view_workerheartbeat"} <= codenames
+    assert not Group.objects.get(name=FRAUD).permissions.filter(codename="view_ledgeraccount").exists()
