@@ -40,12 +40,16 @@ class BundlePosting:
     posted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    # Statuses of all the bundle's payments afterwards, earlier runs included: a bundle
+    # queued again keeps `partial` for payments that failed the first time.
+    posted_in_bundle: int = 0
+    failed_in_bundle: int = 0
 
     @property
     def reconciliation_status(self) -> str:
-        if self.failed and not self.posted:
+        if self.failed_in_bundle and not self.posted_in_bundle:
             return ReconciliationStatus.FAILED
-        if self.failed:
+        if self.failed_in_bundle:
             return ReconciliationStatus.PARTIAL
         return ReconciliationStatus.POSTED
 
@@ -141,6 +145,8 @@ def post_bundle_transactions(bundle: Bundle, *, worker: str) -> BundlePosting:
             account.updated_at = now  # bulk_update does not apply auto_now.
         LedgerAccount.objects.bulk_update(list(accounts.values()), ["balance", "updated_at"])
     Transaction.objects.bulk_update(transactions, ["status", "failed_check", "failure_reason", "posted_at"])
+    posting.posted_in_bundle = sum(tx.status == TransactionStatus.POSTED for tx in transactions)
+    posting.failed_in_bundle = sum(tx.status == TransactionStatus.FAILED for tx in transactions)
     return posting
 
 

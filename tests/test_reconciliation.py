@@ -483,3 +483,17 @@ def test_ops_and_engineers_see_ledger():
         codenames = set(Group.objects.get(name=role).permissions.values_list("codename", flat=True))
         assert {"view_ledgeraccount", "view_journalentry", "view_deadletter", "view_workerheartbeat"} <= codenames
     assert not Group.objects.get(name=FRAUD).permissions.filter(codename="view_ledgeraccount").exists()
+
+
+def test_second_run_keeps_partial_status():
+    fund({AMINATA: "1000"})
+    make_accepted_bundle("b1", "DEV_A", [("tx-1", AMINATA, BOUBA, "600"), ("tx-2", AMINATA, BOUBA, "600")])
+    run_worker()
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO offline_sync_queue (bundle_id, priority) VALUES ('b1', 1)")
+
+    summary = run_worker()
+
+    assert (summary.bundles, summary.posted, summary.skipped) == (1, 0, 2)
+    assert Bundle.objects.get().reconciliation_status == "partial"
+    assert JournalEntry.objects.count() == 1
