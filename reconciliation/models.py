@@ -1,3 +1,4 @@
+import pgtrigger
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -71,6 +72,10 @@ class DeadLetter(SyncQueueItem):
         verbose_name_plural = _("dead letters")
 
 
+@pgtrigger.register(
+    # An account with history must never disappear, so PostgreSQL rejects every DELETE of one.
+    pgtrigger.Protect(name="ledger_account_no_delete", operation=pgtrigger.Delete),
+)
 class LedgerAccount(models.Model):
     """A wallet in one currency, keyed by the sender or receiver identifier of the offline payments.
 
@@ -104,6 +109,11 @@ class LedgerAccount(models.Model):
         return f"{self.identifier} {self.currency}"
 
 
+@pgtrigger.register(
+    # Append-only: a posting is corrected by a new entry, never by changing or deleting one.
+    pgtrigger.Protect(name="ledger_entry_append_only_update", operation=pgtrigger.Update),
+    pgtrigger.Protect(name="ledger_entry_append_only_delete", operation=pgtrigger.Delete),
+)
 class JournalEntry(models.Model):
     """One posting: `amount` moves from the debit account to the credit account, in one currency.
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditLog
@@ -497,3 +497,16 @@ def test_second_run_keeps_partial_status():
     assert (summary.bundles, summary.posted, summary.skipped) == (1, 0, 2)
     assert Bundle.objects.get().reconciliation_status == "partial"
     assert JournalEntry.objects.count() == 1
+
+
+def test_journal_is_append_only():
+    fund({AMINATA: "1000"})
+    make_accepted_bundle("b1", "DEV_A", [("tx-1", AMINATA, BOUBA, "600")])
+    run_worker()
+
+    with pytest.raises(DatabaseError, match="Cannot update"), transaction.atomic():
+        JournalEntry.objects.update(amount=Decimal("1"))
+    with pytest.raises(DatabaseError, match="Cannot delete"), transaction.atomic():
+        JournalEntry.objects.all().delete()
+    with pytest.raises(DatabaseError, match="Cannot delete"), transaction.atomic():
+        LedgerAccount.objects.filter(identifier=BOUBA)._raw_delete(connection.alias)
