@@ -110,7 +110,8 @@ class LedgerAccount(models.Model):
 
 
 @pgtrigger.register(
-    # Append-only: a posting is corrected by a new entry, never by changing or deleting one.
+    # Append-only, so a correction has to be a new entry.
+    # TODO: no reversal entry or tool exists yet; a wrong posting needs a hand-written entry.
     pgtrigger.Protect(name="ledger_entry_append_only_update", operation=pgtrigger.Update),
     pgtrigger.Protect(name="ledger_entry_append_only_delete", operation=pgtrigger.Delete),
 )
