@@ -166,11 +166,19 @@ class ReconciliationWorker:
 
     def claim_batch(self, summary: RunSummary) -> list[SyncQueueItem]:
         """Lease up to batch_size rows, highest priority (lowest number) and oldest first."""
+        while True:
+            claimed, found = self.claim_rows(summary)
+            # Only dead-lettered rows found: look again, so that they do not end the run early.
+            if claimed or not found:
+                return claimed
+
+    def claim_rows(self, summary: RunSummary) -> tuple[list[SyncQueueItem], int]:
+        """Claim one batch and return the claimed rows and how many claimable rows were found."""
         with transaction.atomic():
             rows = list(self.claimable().select_for_update(skip_locked=True)
                         .order_by("priority", "created_at", "id")[:self.batch_size])
             if not rows:
-                return []
+                return [], 0
 
             claimed = []
             for row in rows:
@@ -194,7 +202,7 @@ class ReconciliationWorker:
             row.status, row.locked_by, row.attempts = QueueStatus.PROCESSING, self.lock_id, row.attempts + 1
         if claimed:
             logger.info("Worker %s claimed %d queue rows", self.lock_id, len(claimed))
-        return claimed
+        return claimed, len(rows)
 
     def release(self, items: list[SyncQueueItem]) -> None:
         """Return unprocessed claimed rows to the queue at once, without counting the attempt."""

@@ -282,17 +282,21 @@ def test_live_lease_is_not_claimed():
     assert run_worker().bundles == 0
 
 
-def test_expired_lease_on_last_attempt_dead_letters(settings):
+def test_expired_lease_on_last_attempt_dead_letters():
+    fund({AMINATA: "10000"})
     make_accepted_bundle("b1", "DEV_A", [("tx-1", AMINATA, BOUBA, "100")])
-    SyncQueueItem.objects.update(status="processing", locked_by="crashing-worker", attempts=5,
-                                 lease_expires_at=timezone.now() - timedelta(seconds=1))
+    make_accepted_bundle("b2", "DEV_B", [("tx-1", AMINATA, BOUBA, "100")])
+    SyncQueueItem.objects.filter(bundle_id="b1").update(status="processing", locked_by="crashing-worker",
+                                                        attempts=5, priority=1,
+                                                        lease_expires_at=timezone.now() - timedelta(seconds=1))
 
-    summary = run_worker()
+    summary = run_worker(batch_size=1)
 
-    item = SyncQueueItem.objects.get()
+    item = SyncQueueItem.objects.get(bundle_id="b1")
     assert item.status == "dead"
     assert "lease expired after 5 attempts" in item.last_error
     assert summary.dead_lettered == 1
+    assert SyncQueueItem.objects.get(bundle_id="b2").status == "done"
 
 
 def test_lease_lost_to_other_worker_skips_bundle():
