@@ -1,10 +1,10 @@
 """The reconciliation worker: claims offline_sync_queue rows and posts their bundles to the ledger.
 
-Exactly once, whatever fails:
+Exactly once, also when workers crash or run at the same time:
 
-- A worker claims rows with SELECT ... FOR UPDATE SKIP LOCKED and a lease, so two
-  workers never claim one row, and a killed worker's rows return to the queue when the
-  lease expires (measured on the database clock, which all workers share).
+- A worker claims rows with SELECT ... FOR UPDATE SKIP LOCKED and a lease, so no other
+  worker claims a row while its lease runs, and a killed worker's rows return to the
+  queue when the lease expires (measured on the database clock, which all workers share).
 - Each bundle is posted in one database transaction that inserts the journal entries,
   updates the balances, marks the transactions, updates the bundle and completes the queue
   row. A crash before the commit leaves none of it; after the commit, all of it.
