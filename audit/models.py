@@ -27,6 +27,7 @@ class AuditAction(models.TextChoices):
     RECONCILED = "reconciled", _("Reconciled")
     RECONCILIATION_EXCEPTION = "reconciliation_exception", _("Reconciliation exception")
     QUEUE_DEAD_LETTERED = "queue_dead_lettered", _("Queue row dead-lettered")
+    OPENING_BALANCE_SET = "opening_balance_set", _("Ledger opening balance set")
     POLICY_CHANGED = "policy_changed", _("Policy changed")
     CHANGE_REQUESTED = "change_requested", _("Change requested (four eyes)")
     CHANGE_APPROVED = "change_approved", _("Change approved (four eyes)")

@@ -12,8 +12,9 @@ def run_periodic_once() -> None:
     """Run one round of every periodic job, logging and skipping any that fails."""
     from bundles.tasks import sweep_received_bundles
     from molam_offline.monitoring.alerts import evaluate_alerts
+    from reconciliation.tasks import reconcile_sync_queue
 
-    for job in (sweep_received_bundles, evaluate_alerts):
+    for job in (sweep_received_bundles, reconcile_sync_queue, evaluate_alerts):
         try:
             job()
         except Exception:  # One failing job must not stop the others or the server.

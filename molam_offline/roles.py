@@ -26,7 +26,8 @@ ROLE_PERMISSIONS = {
         "bundles.view_bundle", "bundles.view_transaction", "bundles.review_bundle", "bundles.requeue_bundle",
         "bundles.view_sequenceanomaly", "policies.view_policy", "policies.view_changerequest",
         "audit.view_auditlog", "audit.export_auditlog",
-        "reconciliation.view_syncqueueitem",
+        "reconciliation.view_syncqueueitem", "reconciliation.view_deadletter", "reconciliation.view_ledgeraccount",
+        "reconciliation.view_journalentry", "reconciliation.view_workerheartbeat",
     ],
     # Fraud: block devices (in bulk too), reject confirmed fraud, weekly export of rejections.
     FRAUD: [
@@ -39,7 +40,8 @@ ROLE_PERMISSIONS = {
     ENGINEER: [
         "devices.view_device", "devices.view_deviceactivity", "bundles.view_bundle", "bundles.view_transaction",
         "bundles.requeue_bundle", "bundles.view_sequenceanomaly", "policies.view_policy", "audit.view_auditlog",
-        "reconciliation.view_syncqueueitem",
+        "reconciliation.view_syncqueueitem", "reconciliation.view_deadletter", "reconciliation.view_ledgeraccount",
+        "reconciliation.view_journalentry", "reconciliation.view_workerheartbeat",
     ],
 }
 

@@ -238,3 +238,27 @@ OFFLINE["PRE_REGISTRATION_GRACE_HOURS"] = env_int("PRE_REGISTRATION_GRACE_HOURS"
 # missing_sequence_count still counts all of them.
 OFFLINE["MAX_SEQUENCE_GAP_ROWS"] = env_int("MAX_SEQUENCE_GAP_ROWS", 100)
 CELERY_BEAT_SCHEDULE["sweep-received-bundles"] = {"task": "bundles.sweep_received_bundles", "schedule": 60.0}
+
+# Reconciliation worker: ledger posting from offline_sync_queue (manage.py reconcile and Celery beat).
+RECONCILIATION = {
+    # Queue rows claimed per batch; BATCH_SIZE is the variable the manual worker sets.
+    "BATCH_SIZE": env_int("BATCH_SIZE", 50),
+    # A claimed row that its worker has not finished this long after the claim (the worker
+    # died) is claimable again. Keep it well above the time one batch takes.
+    "LEASE_SECONDS": env_int("RECONCILE_LEASE_SECONDS", 300),
+    # Attempts before a row is dead-lettered; the delay doubles after each failed attempt, up to one hour.
+    "MAX_ATTEMPTS": env_int("RECONCILE_MAX_ATTEMPTS", 5),
+    "RETRY_DELAY_SECONDS": env_int("RECONCILE_RETRY_DELAY_SECONDS", 60),
+    # Pause of `reconcile --loop` when the queue is empty, and the Celery beat interval.
+    "INTERVAL_SECONDS": env_int("RECONCILE_INTERVAL_SECONDS", 30),
+    # `once` drains the queue and exits, `loop` keeps polling; the manual worker sets WORKER_MODE=once.
+    "WORKER_MODE": os.environ.get("WORKER_MODE", "once"),
+    # Test only: seconds each bundle's posting transaction stays open, so a test can kill the worker inside it.
+    "TEST_BUNDLE_DELAY_SECONDS": float(os.environ.get("RECONCILE_TEST_BUNDLE_DELAY_SECONDS", "0")),
+}
+CELERY_BEAT_SCHEDULE["reconcile-sync-queue"] = {
+    "task": "reconciliation.reconcile_sync_queue",
+    "schedule": timedelta(seconds=RECONCILIATION["INTERVAL_SECONDS"]),
+    # A tick that waited longer than one interval in the broker is superseded by the next one.
+    "options": {"expires": RECONCILIATION["INTERVAL_SECONDS"]},
+}

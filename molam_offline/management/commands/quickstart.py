@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -15,12 +16,18 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from bundles.models import Bundle
-from bundles.simulator import Simulator
+from bundles.simulator import SENEGAL_NUMBERS, Simulator
 from devices.actions import block_device
 from molam_offline.periodic import run_periodic_once
 from molam_offline.roles import PAY_ADMIN
+from reconciliation.services import OpeningBalance, set_opening_balances
 
 DEMO_PAY_ADMIN = "demo-pay-admin"
+# Opening balances of the simulator's senders, in XOF: enough that every demo payment
+# posts, even if validation accepts all of them (the agents send 4 x 99,000 and 95,000).
+DEMO_OPENING_BALANCES = {number: Decimal("250000") for number in SENEGAL_NUMBERS[:100]}
+DEMO_OPENING_BALANCES[SENEGAL_NUMBERS[150]] = Decimal("500000")
+DEMO_OPENING_BALANCES[SENEGAL_NUMBERS[151]] = Decimal("500000")
 
 
 class Command(BaseCommand):
@@ -51,6 +58,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop_on_sigterm)
         try:
             wait_for_port(port, server)
+            self.load_demo_balances()
             self.push_demo_data(port, token)
             run_periodic_once()
             if no_serve:
@@ -97,6 +105,12 @@ class Command(BaseCommand):
         # --insecure serves the admin's static files without DEBUG.
         return subprocess.Popen([sys.executable, str(manage), "runserver", f"127.0.0.1:{port}", "--noreload",
                                  "--insecure"], env=env)
+
+    def load_demo_balances(self) -> None:
+        rows = [OpeningBalance(identifier=number, currency="XOF", amount=amount)
+                for number, amount in DEMO_OPENING_BALANCES.items()]
+        changed = set_opening_balances(rows, source="quickstart demo data")
+        self.stdout.write(f"Demo opening balances loaded for {len(rows)} senders ({changed} changed).")
 
     def push_demo_data(self, port: int, token: str) -> None:
         if Bundle.objects.filter(device__device_id__startswith="SIM_").exists():
