@@ -51,9 +51,13 @@ def sync_roles(apps) -> None:
     from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
+        # create_permissions skips apps without models_module, which is always None in a
+        # migration's app registry. The real registry keeps its value, or later flushes
+        # would stop recreating content types and permissions.
+        original = getattr(app_config, "models_module", None)
+        app_config.models_module = original or True
         create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        app_config.models_module = original
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

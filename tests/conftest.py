@@ -21,9 +21,13 @@ def seeded_data(transactional_db):
     clash with the AnonymousUser that django-guardian creates again after every flush.
     """
     from django.apps import apps
+    from django.contrib.contenttypes.models import ContentType
 
     from molam_offline.roles import sync_roles
 
+    # The flush gives content types new ids; a cached old id makes django-guardian raise
+    # MixedContentTypeError in the next test.
+    ContentType.objects.clear_cache()
     sync_roles(apps)
     importlib.import_module("policies.migrations.0002_seed_policies").seed(apps, None)
 
@@ -119,3 +123,9 @@ def push(api_client, now, django_capture_on_commit_callbacks):
 
 
 from tests.processes import redis_server  # noqa: E402,F401  (fixture shared by the worker tests)
+
+
+@pytest.fixture
+def no_fraud_scoring(settings):
+    """Score every transaction 0, for tests of checks whose data would look like fraud."""
+    settings.SIRA_SCORER = "tests.scorers.ZeroScorer"

@@ -71,8 +71,8 @@ def test_dashboard_keeps_app_list(ops_client):
     assert "app-bundles" in html
 
 
-def test_dashboard_hidden_without_bundle_permission(client, make_user):
-    client.force_login(make_user("pay-admin-only", role=PAY_ADMIN))
+def test_dashboard_hidden_without_bundle_permission(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("staff-only", is_staff=True))
 
     html = client.get("/admin/").content.decode()
 

@@ -8,7 +8,7 @@ from audit.models import AuditAction, AuditLog
 from bundles.models import Bundle, SequenceAnomaly
 from devices.models import Device, DeviceActivity
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_fraud_scoring")]
 
 
 def device_row(identity):

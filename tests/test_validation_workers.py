@@ -108,7 +108,8 @@ def test_two_bundles_race_daily_limit(celery_broker, make_device, live_server, n
     assert SyncQueueItem.objects.get().bundle_id == accepted.bundle_id
 
 
-def test_concurrent_validation_tracks_sequences(celery_broker, make_device, sample_bundle, live_server, now):
+def test_concurrent_validation_tracks_sequences(celery_broker, make_device, sample_bundle, live_server, now,
+                                                no_fraud_scoring):
     device = make_device()
     bundles = [sample_bundle(device, 1, sequence=number) for number in (1, 2, 4, 5, 6, 3)]
     for bundle in bundles:
