@@ -5,6 +5,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 
 from molam_offline.api import client_ip
+from molam_offline.throttling import RegistrationAddressThrottle, RegistrationUserThrottle
 
 from .models import Device
 from .permissions import IsPayAdmin
@@ -22,6 +23,18 @@ class DeviceListCreateView(generics.ListAPIView):
     queryset = Device.objects.order_by("-created_at")
     filterset_fields = ["country", "status", "tenant_type"]
     ordering = "-created_at"
+
+    def perform_authentication(self, request):
+        # DRF checks throttles after authentication and permissions; the address throttle
+        # runs first here so that guessing tokens is throttled too.
+        if request.method == "POST":
+            address_throttle = RegistrationAddressThrottle()
+            if not address_throttle.allow_request(request, self):
+                self.throttled(request, address_throttle.wait())
+        super().perform_authentication(request)
+
+    def get_throttles(self):
+        return [RegistrationUserThrottle()] if self.request.method == "POST" else []
 
     def post(self, request):
         serializer = DeviceRegistrationSerializer(data=request.data)
