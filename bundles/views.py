@@ -2,12 +2,14 @@ import logging
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from molam_offline.api import client_ip
+from molam_offline.schema import BUNDLE_EXAMPLE, BUNDLE_PUSH_RESPONSES, BundleDocumentSerializer
 from molam_offline.throttling import BundlePushAddressThrottle, check_device_rate, count_device_push
 
 from .reasons import ReasonCode
@@ -45,6 +47,8 @@ class BundlePushView(APIView):
     # Per address here, before the body is read; per device in post(), once it is parsed.
     throttle_classes = [BundlePushAddressThrottle]
 
+    @extend_schema(operation_id="push_bundle", request=BundleDocumentSerializer, responses=BUNDLE_PUSH_RESPONSES,
+                   examples=[BUNDLE_EXAMPLE], auth=[], summary="Push one signed bundle")
     def post(self, request):
         limit = settings.OFFLINE["MAX_BUNDLE_BYTES"]
         content_type = request.content_type.split(";")[0].strip().lower()

@@ -1,10 +1,13 @@
 import logging
 
 from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from molam_offline.api import client_ip
+from molam_offline.schema import ERROR_RESPONSES, REGISTRATION_EXAMPLE, ErrorSerializer
 from molam_offline.throttling import RegistrationAddressThrottle, RegistrationUserThrottle
 
 from .models import Device
@@ -15,6 +18,11 @@ from .services import DeviceAlreadyRegistered, register_device
 logger = logging.getLogger(__name__)
 
 
+class DevicePagination(CursorPagination):
+    # CursorPagination orders by "-created" unless told otherwise, which Device lacks.
+    ordering = "-created_at"
+
+
 class DeviceListCreateView(generics.ListAPIView):
     """GET lists registered devices; POST registers a device and its public key (pay_admin only)."""
 
@@ -22,7 +30,7 @@ class DeviceListCreateView(generics.ListAPIView):
     serializer_class = DeviceSerializer
     queryset = Device.objects.order_by("-created_at")
     filterset_fields = ["country", "status", "tenant_type"]
-    ordering = "-created_at"
+    pagination_class = DevicePagination
 
     def perform_authentication(self, request):
         # DRF checks throttles after authentication and permissions; the address throttle
@@ -36,6 +44,14 @@ class DeviceListCreateView(generics.ListAPIView):
     def get_throttles(self):
         return [RegistrationUserThrottle()] if self.request.method == "POST" else []
 
+    @extend_schema(operation_id="register_device", request=DeviceRegistrationSerializer,
+                   examples=[REGISTRATION_EXAMPLE], summary="Register a device and its public key",
+                   responses={201: DeviceSerializer,
+                              400: OpenApiResponse(ErrorSerializer, description="Invalid field; nothing stored."),
+                              401: OpenApiResponse(ErrorSerializer, description="Missing or invalid token."),
+                              403: OpenApiResponse(ErrorSerializer, description="The user is not a pay_admin."),
+                              409: OpenApiResponse(ErrorSerializer, description="The device is already registered."),
+                              **ERROR_RESPONSES})
     def post(self, request):
         serializer = DeviceRegistrationSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
