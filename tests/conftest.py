@@ -102,6 +102,22 @@ def push(api_client, now, django_capture_on_commit_callbacks):
 from tests.processes import redis_server  # noqa: E402,F401  (fixture shared by the worker tests)
 
 
+def pytest_collection_modifyitems(items):
+    """Give every transactional test a serialized rollback.
+
+    A transactional test ends by truncating every table, which also removes the rows
+    that migrations seed (role groups, country policies). With serialized_rollback the
+    next transactional test starts from the migrated data again.
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is None or "serialized_rollback" in marker.kwargs:
+            continue
+        if marker.kwargs.get("transaction") or (marker.args and marker.args[0]):
+            item.add_marker(pytest.mark.django_db(**{**marker.kwargs, "transaction": True,
+                                                     "serialized_rollback": True}), append=False)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the counts of the security and fault batteries (cases, 5xx, partial rows, leaks)."""
     from tests.battery import summary_lines
