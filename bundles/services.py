@@ -76,7 +76,9 @@ def ingest_bundle(parsed: ParsedBundle, *, source_ip: str | None = None) -> Inge
                     bundle = _create_bundle(parsed, device, signature_ok, source_ip)
                 return IngestResult(bundle=bundle, created=True)
             except IntegrityError:
-                existing = Bundle.objects.select_for_update().get(bundle_id=parsed.bundle_id)
+                existing = Bundle.objects.select_for_update().filter(bundle_id=parsed.bundle_id).first()
+                if existing is None:  # Not the bundle_id race: some other constraint failed.
+                    raise
 
         _count_repeat_push(existing, parsed, device, signature_ok, source_ip)
         existing.refresh_from_db()

@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 import rfc8785
@@ -37,7 +37,10 @@ RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 BASE64 = re.compile(r"^[A-Za-z0-9+/]{40,200}={0,2}$")
 MAX_SEQUENCE = 2**53 - 1  # The largest integer that every JSON implementation reads exactly.
+# The largest bundle total that offline_tx_bundles.total_amount (numeric(20, 2)) can store.
+MAX_TOTAL_AMOUNT = Decimal("999999999999999999.99")
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 class PayloadTooLarge(Exception):
@@ -230,6 +233,9 @@ class _Checker:
             self.add(f"{path}.{name}", "required", _("This field is required."))
         for name in sorted(obj.keys() - allowed):
             self.add(f"{path}.{_path_name(name)}", "unknown_field", _("Unknown field; remove it."))
+        # The field checks read a null as a missing value, so a null must be refused here.
+        for name in sorted(name for name in obj.keys() & allowed if obj[name] is None):
+            self.add(f"{path}.{name}", "null", _("This field may not be null; give a value or leave it out."))
 
     def string(self, path: str, value, *, max_length: int, pattern: re.Pattern | None = None,
                pattern_hint: str = "") -> str | None:
@@ -240,6 +246,10 @@ class _Checker:
             return None
         if FORBIDDEN_CHARACTERS.search(value):
             self.add(path, "invalid_character", _("Control characters, including NUL, are not allowed."))
+            return None
+        if SURROGATES.search(value):
+            # JSON \ud800 escapes decode to code points that UTF-8, and so RFC 8785, cannot encode.
+            self.add(path, "invalid_character", _("Unpaired UTF-16 surrogates are not allowed."))
             return None
         if len(value) > max_length:
             self.add(path, "too_long", _("At most %(limit)d characters are allowed, got %(length)d.")
@@ -282,10 +292,17 @@ class _Checker:
         fraction = (fraction or "")[:7]  # Python keeps microseconds: six digits after the dot.
         offset = "+00:00" if offset in ("Z", "z") else offset
         try:
-            return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+            moment = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
         except ValueError:
             self.add(path, "invalid_timestamp", _("This date or time does not exist."))
             return None
+        try:
+            # Stored in UTC, which must stay within years 1 to 9999.
+            moment.astimezone(timezone.utc)
+        except OverflowError:
+            self.add(path, "out_of_range", _("This timestamp is outside years 1 to 9999 in UTC."))
+            return None
+        return moment
 
     def signature(self, path: str, value) -> tuple[str | None, str | None]:
         if value is None:
@@ -321,6 +338,12 @@ class _Checker:
             transaction = self.transaction(f"{path}[{position}]", position, item)
             if transaction is not None:
                 parsed.append(transaction)
+
+        total = sum((transaction.amount for transaction in parsed), Decimal(0))
+        if total > MAX_TOTAL_AMOUNT:
+            self.add(path, "total_too_large", _("The transactions add up to %(total)s; a bundle may total at most "
+                                                "%(limit)s. Split it into smaller bundles.")
+                     % {"total": total, "limit": MAX_TOTAL_AMOUNT})
         return parsed
 
     def transaction(self, path: str, position: int, value) -> ParsedTransaction | None:
