@@ -24,7 +24,7 @@ class BundleConflict(Exception):
     """The bundle_id is already stored with other content.
 
     `same_device_signed` is true when the conflicting push verifies against the key of
-    the device that owns the stored bundle; only then may its status be shown.
+    the device that owns the stored bundle. Only then may the answer show its status.
     """
 
     def __init__(self, bundle: Bundle, *, same_device_signed: bool = False):

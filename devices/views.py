@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class DevicePagination(CursorPagination):
-    # CursorPagination orders by "-created" unless told otherwise, which Device lacks.
+    # CursorPagination orders by "-created" by default, a field that Device does not have.
     ordering = "-created_at"
 
 

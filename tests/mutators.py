@@ -1,7 +1,7 @@
 """Seeded mutations of valid signed bundles, for the bad-input battery.
 
-Each case starts from a bundle that a real device identity seals and signs, then breaks
-it in one way: a removed field, a swapped type, a huge or tiny value, a Unicode edge
+Each case starts from a bundle that a real device identity seals and signs. It then
+breaks the bundle in one way: a removed field, a swapped type, a huge or tiny value, a Unicode edge
 case, a NUL byte, deep nesting, a duplicate key, a wrong signature, a replay with a
 changed field, or damage to the raw bytes. Some mutations re-sign the changed bundle
 with the device key, so that they get past the signature check and reach storage.
@@ -24,7 +24,7 @@ class Case:
     mutator: str
     body: bytes
     content_type: str = JSON_CONTENT_TYPE
-    # Transactions in the document, when a 202 answer would have to store them.
+    # Transactions in the document, which a 202 response must store.
     transactions: list = field(default_factory=list)
 
 

@@ -145,3 +145,17 @@ def test_check_deploy_passes_with_production_settings():
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_add_totp_device_command_enrols_staff(make_user):
+    from django.core.management import call_command
+    from io import StringIO
+
+    user = make_user("enrolled", role=OPS)
+    output = StringIO()
+
+    call_command("add_totp_device", "enrolled", stdout=output)
+
+    device = TOTPDevice.objects.get(user=user)
+    assert output.getvalue().startswith("otpauth://totp/")
+    assert device.confirmed

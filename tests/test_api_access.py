@@ -1,4 +1,4 @@
-"""API access: who can call which endpoint, throttling, body limits, and what answers reveal."""
+"""API access: who can call which endpoint, throttling, body limits, and what responses reveal."""
 
 import json
 from datetime import timedelta
@@ -119,7 +119,7 @@ def test_permission_matrix(clients, make_device, sample_bundle, now):
 
 
 def test_denied_answers_reveal_nothing(clients, make_device):
-    """401 and 403 answers are the same whether the device exists, in any country, or not."""
+    """Denied requests get the same 401 or 403 body whether the device exists, in any country, or not."""
     make_device("DEV_SN", country="SN")
     make_device("DEV_ML", country="ML")
     leaks = 0
@@ -173,7 +173,8 @@ def test_conflict_hides_other_devices_bundle(make_device, sample_bundle, push, n
 
     assert foreign.status_code == 409
     assert "bundle" not in foreign.json()
-    assert b"received" not in foreign.content and b"accepted" not in foreign.content
+    assert b"received" not in foreign.content
+    assert b"accepted" not in foreign.content
     assert own.status_code == 409
     assert own.json()["bundle"]["bundle_id"] == bundle["bundle_id"]
 

@@ -1,6 +1,6 @@
 """Bad input at volume: seeded mutations of signed bundles, and schemathesis on the schema.
 
-Every answer must be below 500, and no answer may leave a partial row: a 4xx stores
+Every response must be below 500, and no response may leave a partial row: a 4xx stores
 nothing, a 202 stores exactly the bundle with all its transactions, a 200 stores no
 new bundle or transaction.
 """
@@ -30,7 +30,7 @@ HTTP_CASES = 300
 def row_marks() -> tuple[int, int, int]:
     """Return the highest id in the bundle, transaction and audit tables.
 
-    Ids only grow, so any row that an answer left behind raises one of them; reading the
+    Ids only grow, so any row that a request left behind raises one of them; reading the
     primary key index stays fast however many rows the battery has stored.
     """
     with connection.cursor() as cursor:
@@ -49,7 +49,7 @@ def stored_transactions(bundle_id: str) -> tuple[int, int] | None:
 
 
 class Tally:
-    """Counts answers by class and every row invariant that an answer broke."""
+    """Count responses by status class and every row invariant that a request broke."""
 
     def __init__(self):
         self.codes = Counter()
@@ -113,7 +113,7 @@ def quiet_request_logs():
 @override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
 @pytest.mark.django_db
 def test_mutated_bundles_in_process(devices, now):
-    # A 500 must be counted like any other answer, not raised into the test.
+    # A 500 must be counted like any other response, not raised into the test.
     client = Client(raise_request_exception=False)
     tally = Tally()
     started = time.monotonic()

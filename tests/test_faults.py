@@ -55,7 +55,7 @@ def celery_broker(url: str):
 
 
 def backdate_received_bundles() -> None:
-    # The sweep leaves bundles alone for a few minutes; the test stands in for that wait.
+    # The sweep leaves bundles alone for a few minutes; backdating replaces that wait.
     hour_ago = timezone.now() - timedelta(hours=1)
     Bundle.objects.filter(status=BundleStatus.RECEIVED).update(updated_at=hour_ago, created_at=hour_ago,
                                                                last_pushed_at=hour_ago)
@@ -148,7 +148,7 @@ class PushLoad(threading.Thread):
             started_in = self.phase
             try:
                 status, retry_after = post("127.0.0.1", self.port, body)
-            except OSError as error:  # A connection error is a failed answer too.
+            except OSError as error:  # A connection error counts as a failed response.
                 status, retry_after = 0, repr(error)
             self.answers.append((started_in, self.phase, status, retry_after, sealed["bundle_id"], body))
 

@@ -2,7 +2,7 @@
 
 The schema (drf-spectacular, GET /api/schema) describes every API operation, so the
 requests reach device registration and listing with a pay_admin token as well as the
-bundle push. No generated request may get a 5xx answer.
+bundle push. No generated request may get a 5xx response.
 
 NOTE: schemathesis 4.32.5's pytest integration (schema.parametrize with from_fixture)
 fails on pytest 9 (it sets Function._nodeid), so this test drives its Python API

@@ -1,4 +1,4 @@
-"""Secrets stay out of logs, answers and error pages; the audit log names actor and address."""
+"""Secrets stay out of logs, responses and error pages. The audit log names actor and address."""
 
 import base64
 import json
