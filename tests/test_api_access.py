@@ -4,6 +4,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client, override_settings
@@ -293,3 +294,33 @@ def test_four_xx_pushes_store_nothing(make_device, sample_bundle, push):
         assert push(device, None, body=body).status_code == 400
 
     assert (Bundle.objects.count(), Transaction.objects.count(), AuditLog.objects.count()) == before
+
+
+@override_settings(OFFLINE={**settings.OFFLINE, "MAX_BUNDLE_BYTES": 4096})
+def test_push_body_limit(make_device, sample_bundle, push, now):
+    device = make_device()
+    oversized = encode(device.sign_for_push(sample_bundle(device, 40), sent_at=now))
+    assert len(oversized) > 4096
+
+    response = push(device, None, body=oversized)
+    declared = Client().generic("POST", "/offline/bundles", b"{}", content_type="application/json",
+                                CONTENT_LENGTH="999999999")
+
+    assert response.status_code == 413
+    assert declared.status_code == 413
+    assert not Bundle.objects.exists()
+
+
+def test_database_errors_become_503_outside_drf(rf):
+    from django.db import InterfaceError, OperationalError
+
+    from molam_offline.middleware import DatabaseUnavailableMiddleware
+
+    middleware = DatabaseUnavailableMiddleware(lambda request: None)
+    request = rf.get("/admin/bundles/bundle/")
+
+    for error in (OperationalError("server closed the connection"), InterfaceError("connection already closed")):
+        response = middleware.process_exception(request, error)
+        assert response.status_code == 503
+        assert int(response["Retry-After"]) > 0
+    assert middleware.process_exception(request, ValueError("not a database error")) is None
