@@ -7,7 +7,7 @@ from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 
 
 class MolamAdminSite(OTPAdminSite):
-    """Admin site that asks for a TOTP token at login and admits only verified staff.
+    """Admin site that requests a TOTP token at login and admits only verified staff.
 
     The setting is read on every request, so tests and deployments can switch it without
     rebuilding the URL configuration. With it off the site is Django's plain admin.

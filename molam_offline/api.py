@@ -45,7 +45,7 @@ def exception_handler(exc, context):
 
 
 def database_unavailable_body(exc: Exception, request) -> dict:
-    """Log a lost database connection and return the 503 answer body."""
+    """Log a lost database connection and return the 503 response body."""
     path = getattr(request, "path", "?")
     # The exception class and first line only: psycopg messages name the server, never the password.
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -57,7 +57,7 @@ def database_unavailable_body(exc: Exception, request) -> dict:
 
 
 def database_unavailable_response(exc: Exception, request) -> JsonResponse:
-    """Return the 503 answer for views outside DRF, such as the admin."""
+    """Return the 503 response for views outside DRF, such as the admin."""
     response = JsonResponse(database_unavailable_body(exc, request), status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response["Retry-After"] = str(settings.DATABASE_UNAVAILABLE_RETRY_AFTER)
     return response

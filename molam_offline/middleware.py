@@ -4,9 +4,9 @@ from .api import DATABASE_UNAVAILABLE_ERRORS, database_unavailable_response
 
 
 class DatabaseUnavailableMiddleware:
-    """Answer 503 with Retry-After when a view raises a database connection error.
+    """Return 503 with Retry-After when a view raises a database connection error.
 
-    DRF views answer the same through molam_offline.api.exception_handler; this covers
+    DRF views return the same through molam_offline.api.exception_handler. This covers
     the admin and any other Django view.
     """
 

@@ -18,7 +18,7 @@ class BoundedJSONParser(BaseParser):
     """Parse a strict JSON body of at most settings.API_MAX_BODY_BYTES, checked before reading.
 
     It is not a JSONParser subclass on purpose: DRF reads the whole request.body for those
-    (limited only by DATA_UPLOAD_MAX_MEMORY_SIZE, answered as 400), while this parser gets
+    (limited only by DATA_UPLOAD_MAX_MEMORY_SIZE, which returns 400), while this parser gets
     the stream, checks the declared Content-Length, and reads at most one byte past the limit.
     """
 

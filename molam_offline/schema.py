@@ -1,4 +1,4 @@
-"""OpenAPI descriptions (drf-spectacular) of the API's request and answer bodies.
+"""OpenAPI descriptions (drf-spectacular) of the API's request and response bodies.
 
 These serializers only document the wire format: bundles/wire.py parses pushes and
 devices/serializers.py validates registrations.

@@ -197,7 +197,7 @@ INSTALLED_APPS[INSTALLED_APPS.index("django.contrib.admin")] = "molam_offline.ad
 INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp", "axes"]
 MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
                   "django_otp.middleware.OTPMiddleware")
-# Axes must come last so that it sees the lockout flag set during authentication.
+# Axes must come last so that it reads the lockout flag set during authentication.
 MIDDLEWARE.append("axes.middleware.AxesMiddleware")
 MIDDLEWARE.insert(1, "molam_offline.middleware.DatabaseUnavailableMiddleware")
 AUTHENTICATION_BACKENDS.insert(0, "molam_offline.auth.LoginThrottleBackend")
@@ -236,7 +236,7 @@ if os.environ.get("CACHE_URL"):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "molam_cache"}}
 
-# Seconds a client is told to wait (Retry-After) while PostgreSQL cannot be reached.
+# Retry-After seconds sent with a 503 while PostgreSQL cannot be reached.
 DATABASE_UNAVAILABLE_RETRY_AFTER = env_int("DATABASE_UNAVAILABLE_RETRY_AFTER", 5)
 # A persistent connection broken by a database restart is replaced on the next request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
