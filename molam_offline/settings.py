@@ -234,7 +234,11 @@ if os.environ.get("CACHE_URL"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": os.environ["CACHE_URL"]}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "molam_cache"}}
+    # Past MAX_ENTRIES rows the database cache deletes a third of them, live counters
+    # included, and it counts the table on every write. Django's default of 300 is far too
+    # low for one counter per device per minute; fleets beyond this size should set CACHE_URL.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "molam_cache",
+                          "OPTIONS": {"MAX_ENTRIES": env_int("CACHE_MAX_ENTRIES", 20_000)}}}
 
 # Retry-After seconds sent with a 503 while PostgreSQL cannot be reached.
 DATABASE_UNAVAILABLE_RETRY_AFTER = env_int("DATABASE_UNAVAILABLE_RETRY_AFTER", 5)
