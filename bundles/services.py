@@ -21,11 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 class BundleConflict(Exception):
-    """The bundle_id is already stored with other content."""
+    """The bundle_id is already stored with other content.
 
-    def __init__(self, bundle: Bundle):
+    `same_device_signed` is true when the conflicting push verifies against the key of
+    the device that owns the stored bundle. Only then may the answer show its status.
+    """
+
+    def __init__(self, bundle: Bundle, *, same_device_signed: bool = False):
         super().__init__(bundle.bundle_id)
         self.bundle = bundle
+        self.same_device_signed = same_device_signed
 
 
 class RepeatSignatureInvalid(Exception):
@@ -71,7 +76,9 @@ def ingest_bundle(parsed: ParsedBundle, *, source_ip: str | None = None) -> Inge
                     bundle = _create_bundle(parsed, device, signature_ok, source_ip)
                 return IngestResult(bundle=bundle, created=True)
             except IntegrityError:
-                existing = Bundle.objects.select_for_update().get(bundle_id=parsed.bundle_id)
+                existing = Bundle.objects.select_for_update().filter(bundle_id=parsed.bundle_id).first()
+                if existing is None:  # Not the bundle_id race: some other constraint failed.
+                    raise
 
         _count_repeat_push(existing, parsed, device, signature_ok, source_ip)
         existing.refresh_from_db()
@@ -168,7 +175,7 @@ def _count_repeat_push(existing: Bundle, parsed: ParsedBundle, device: Device | 
     if existing.content_hash != parsed.content_hash:
         logger.warning("Bundle %s from device %s pushed again with other content", parsed.bundle_id,
                        parsed.device_id)
-        raise BundleConflict(existing)
+        raise BundleConflict(existing, same_device_signed=signature_ok and existing.device_id == parsed.device_id)
 
     # A bad signature must not let anyone bump the counters of a good bundle; a device
     # that keeps retrying a bundle already rejected for its signature is still counted.

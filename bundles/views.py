@@ -2,17 +2,24 @@ import logging
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from molam_offline.api import client_ip
+from molam_offline.schema import BUNDLE_EXAMPLE, BUNDLE_PUSH_RESPONSES, BundleDocumentSerializer
+from molam_offline.throttling import BundlePushAddressThrottle, check_device_rate, count_device_push
 
+from .reasons import ReasonCode
 from .services import BundleConflict, RepeatSignatureInvalid, ingest_bundle
 from .wire import BundleFormatError, PayloadTooLarge, parse_bundle
 
 logger = logging.getLogger(__name__)
+
+# Reasons of bundles whose signature did not verify against a registered key.
+UNVERIFIED_REASONS = {ReasonCode.INVALID_SIGNATURE, ReasonCode.UNKNOWN_DEVICE}
 
 
 def bundle_answer(bundle) -> dict:
@@ -37,7 +44,11 @@ class BundlePushView(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    # Per address here, before the body is read; per device in post(), once it is parsed.
+    throttle_classes = [BundlePushAddressThrottle]
 
+    @extend_schema(operation_id="push_bundle", request=BundleDocumentSerializer, responses=BUNDLE_PUSH_RESPONSES,
+                   examples=[BUNDLE_EXAMPLE], auth=[], summary="Push one signed bundle")
     def post(self, request):
         limit = settings.OFFLINE["MAX_BUNDLE_BYTES"]
         content_type = request.content_type.split(";")[0].strip().lower()
@@ -71,20 +82,26 @@ class BundlePushView(APIView):
                              % {"count": len(error.errors)}, "errors": error.errors},
                             status=status.HTTP_400_BAD_REQUEST)
 
+        check_device_rate(parsed.device_id)
+
         try:
             result = ingest_bundle(parsed, source_ip=client_ip(request))
         except BundleConflict as error:
-            return Response({"detail": _("Bundle %(bundle_id)s is already stored with other content. A new bundle "
-                                         "needs a new bundle_id.") % {"bundle_id": parsed.bundle_id},
-                             "errors": [{"path": "$.bundle_id", "code": "conflict",
-                                         "message": _("This bundle_id is already used by a different bundle.")}],
-                             "bundle": bundle_answer(error.bundle)},
-                            status=status.HTTP_409_CONFLICT)
+            answer = {"detail": _("Bundle %(bundle_id)s is already stored with other content. A new bundle "
+                                  "needs a new bundle_id.") % {"bundle_id": parsed.bundle_id},
+                      "errors": [{"path": "$.bundle_id", "code": "conflict",
+                                  "message": _("This bundle_id is already used by a different bundle.")}]}
+            # Anyone can claim a bundle_id, so the stored bundle is shown only to its own device.
+            if error.same_device_signed:
+                answer["bundle"] = bundle_answer(error.bundle)
+            return Response(answer, status=status.HTTP_409_CONFLICT)
         except RepeatSignatureInvalid:
             return _error_response(status.HTTP_403_FORBIDDEN, "$.signature", "invalid_signature",
                                    _("The signature of this repeat push does not verify; the push was not counted."))
 
         result.bundle.refresh_from_db()
+        if result.bundle.reason_code not in UNVERIFIED_REASONS:
+            count_device_push(parsed.device_id)
         code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
         return Response(bundle_answer(result.bundle), status=code)
 

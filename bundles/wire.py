@@ -38,9 +38,12 @@ RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 BASE64 = re.compile(r"^[A-Za-z0-9+/]{40,200}={0,2}$")
 MAX_SEQUENCE = 2**53 - 1  # The largest integer that every JSON implementation reads exactly.
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 # Unpaired surrogates (from escapes such as "\\ud800") have no UTF-8 form, so neither
 # RFC 8785 nor PostgreSQL can take them.
-FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ud800-\udfff]")
+SURROGATES = re.compile(r"[\ud800-\udfff]")
+# The largest bundle total that offline_tx_bundles.total_amount (numeric(20, 2)) can store.
+MAX_TOTAL_AMOUNT = Decimal("999999999999999999.99")
 
 
 class PayloadTooLarge(Exception):
@@ -242,6 +245,9 @@ class _Checker:
             self.add(f"{path}.{name}", "required", _("This field is required."))
         for name in sorted(obj.keys() - allowed):
             self.add(f"{path}.{_path_name(name)}", "unknown_field", _("Unknown field; remove it."))
+        # The field checks read a null as a missing value, so a null must be refused here.
+        for name in sorted(name for name in obj.keys() & allowed if obj[name] is None):
+            self.add(f"{path}.{name}", "null", _("This field may not be null; give a value or leave it out."))
 
     def string(self, path: str, value, *, max_length: int, pattern: re.Pattern | None = None,
                pattern_hint: str = "") -> str | None:
@@ -252,6 +258,10 @@ class _Checker:
             return None
         if FORBIDDEN_CHARACTERS.search(value):
             self.add(path, "invalid_character", _("Control characters, including NUL, are not allowed."))
+            return None
+        if SURROGATES.search(value):
+            # JSON \ud800 escapes decode to code points that UTF-8, and so RFC 8785, cannot encode.
+            self.add(path, "invalid_character", _("Unpaired UTF-16 surrogates are not allowed."))
             return None
         if len(value) > max_length:
             self.add(path, "too_long", _("At most %(limit)d characters are allowed, got %(length)d.")
@@ -341,6 +351,12 @@ class _Checker:
             transaction = self.transaction(f"{path}[{position}]", position, item)
             if transaction is not None:
                 parsed.append(transaction)
+
+        total = sum((transaction.amount for transaction in parsed), Decimal(0))
+        if total > MAX_TOTAL_AMOUNT:
+            self.add(path, "total_too_large", _("The transactions add up to %(total)s; a bundle may total at most "
+                                                "%(limit)s. Split it into smaller bundles.")
+                     % {"total": total, "limit": MAX_TOTAL_AMOUNT})
         return parsed
 
     def transaction(self, path: str, position: int, value) -> ParsedTransaction | None:

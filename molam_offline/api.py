@@ -1,16 +1,27 @@
-"""Shared API plumbing: the error format, strict JSON parsing and the client address."""
+"""Shared API plumbing: the error format, strict JSON parsing, the client address and database outages."""
+
+import logging
 
 from django.conf import settings
-from django.utils.translation import gettext_lazy as _
+from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+# The errors Django raises when PostgreSQL is down, restarting or dropped the connection.
+DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
 
 
 class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = _("The request body is too large.")
+    default_detail = gettext_lazy("The request body is too large.")
     default_code = "too_large"
 
 
@@ -44,7 +55,13 @@ def exception_handler(exc, context):
 
     Field errors keep their names as JSON paths ($.field), the same shape as the bundle
     push errors, so one client can read both. Errors about the whole body have the path $.
+    A lost database connection is a 503 with Retry-After, not a 500.
     """
+    if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
+        request = context.get("request")
+        return Response(database_unavailable_body(exc, request), status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": str(settings.DATABASE_UNAVAILABLE_RETRY_AFTER)})
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -61,6 +78,25 @@ def exception_handler(exc, context):
     elif isinstance(exc, (ParseError, PayloadTooLarge)) and isinstance(data, dict):
         detail = data["detail"]
         data["errors"] = [{"path": "$", "code": getattr(detail, "code", "invalid"), "message": str(detail)}]
+    return response
+
+
+def database_unavailable_body(exc: Exception, request) -> dict:
+    """Log a lost database connection and return the 503 response body."""
+    path = getattr(request, "path", "?")
+    # The exception class and first line only: psycopg messages name the server, never the password.
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    logger.warning("Database unavailable during %s %s: %s: %s", getattr(request, "method", "?"), path,
+                   exc.__class__.__name__, first_line)
+    message = _("The database is unavailable. Retry in %(seconds)d seconds.") % {
+        "seconds": settings.DATABASE_UNAVAILABLE_RETRY_AFTER}
+    return {"detail": message, "errors": [{"path": "$", "code": "database_unavailable", "message": message}]}
+
+
+def database_unavailable_response(exc: Exception, request) -> JsonResponse:
+    """Return the 503 response for views outside DRF, such as the admin."""
+    response = JsonResponse(database_unavailable_body(exc, request), status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    response["Retry-After"] = str(settings.DATABASE_UNAVAILABLE_RETRY_AFTER)
     return response
 
 

@@ -262,3 +262,69 @@ CELERY_BEAT_SCHEDULE["reconcile-sync-queue"] = {
     # A tick that waited longer than one interval in the broker is superseded by the next one.
     "options": {"expires": RECONCILIATION["INTERVAL_SECONDS"]},
 }
+
+# Security: admin second factor, login and API throttling, request limits, database
+# outages and deploy hardening. Outside the quick start every default is the strict one.
+INSTALLED_APPS[INSTALLED_APPS.index("django.contrib.admin")] = "molam_offline.admin_apps.MolamAdminConfig"
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp", "axes"]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                  "django_otp.middleware.OTPMiddleware")
+# Axes must come last so that it reads the lockout flag set during authentication.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+MIDDLEWARE.insert(1, "molam_offline.middleware.DatabaseUnavailableMiddleware")
+AUTHENTICATION_BACKENDS.insert(0, "molam_offline.auth.LoginThrottleBackend")
+
+# Staff need a verified TOTP device (django-otp) to use the admin when this is on.
+MOLAM_REQUIRE_OTP = env_bool("MOLAM_REQUIRE_OTP", not QUICKSTART)
+OTP_TOTP_ISSUER = "Molam Offline"
+
+# Failed admin logins (django-axes): a username, and separately a client address, is
+# locked for AXES_COOLOFF_MINUTES after AXES_FAILURE_LIMIT failures.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "molam_offline.api.client_ip"
+
+# API throttling, as "count/period" (period s, min, hour or day). The quick start pushes
+# every simulated device from 127.0.0.1, so its defaults are high.
+# NOTE: the production defaults are estimates, not measured from real device traffic.
+API_THROTTLE_RATES = {
+    "bundle_push_address": os.environ.get("THROTTLE_BUNDLE_PUSH_ADDRESS", "100000/min" if QUICKSTART else "600/min"),
+    "bundle_push_device": os.environ.get("THROTTLE_BUNDLE_PUSH_DEVICE", "100000/min" if QUICKSTART else "60/min"),
+    "registration_user": os.environ.get("THROTTLE_REGISTRATION_USER", "100000/min" if QUICKSTART else "60/min"),
+    "registration_address": os.environ.get("THROTTLE_REGISTRATION_ADDRESS",
+                                           "100000/min" if QUICKSTART else "120/min"),
+}
+# Largest JSON body that the DRF endpoints other than the bundle push parse.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024)
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["molam_offline.parsers.BoundedJSONParser"]
+
+# Throttle counters live in a cache that every gunicorn worker shares: Redis when
+# CACHE_URL is set, else the molam_cache table in PostgreSQL (created by a migration).
+if os.environ.get("CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": os.environ["CACHE_URL"]}}
+else:
+    # Past MAX_ENTRIES rows the database cache deletes a third of them, live counters
+    # included, and it counts the table on every write. Django's default of 300 is far too
+    # low for one counter per device per minute; fleets beyond this size should set CACHE_URL.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "molam_cache",
+                          "OPTIONS": {"MAX_ENTRIES": env_int("CACHE_MAX_ENTRIES", 20_000)}}}
+
+# Retry-After seconds sent with a 503 while PostgreSQL cannot be reached.
+DATABASE_UNAVAILABLE_RETRY_AFTER = env_int("DATABASE_UNAVAILABLE_RETRY_AFTER", 5)
+# A persistent connection broken by a database restart is replaced on the next request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# HTTPS only outside the quick start; TLS ends at the proxy, which sets X-Forwarded-Proto.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not (QUICKSTART or DEBUG))
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if (QUICKSTART or DEBUG) else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Joining the browsers' HSTS preload list binds every subdomain of the operator's domain,
+# so it is the domain owner's decision (SECURE_HSTS_PRELOAD), not a default.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]

@@ -13,6 +13,12 @@ from devices.services import register_device
 from molam_offline.roles import PAY_ADMIN
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    # PBKDF2 at production strength costs about half a second per user on a busy CI machine.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def seeded_data(transactional_db):
     """Restore the roles and country policies that migrations seed.
@@ -129,3 +135,14 @@ from tests.processes import redis_server  # noqa: E402,F401  (fixture shared by 
 def no_fraud_scoring(settings):
     """Score every transaction 0, for tests of checks whose data would look like fraud."""
     settings.SIRA_SCORER = "tests.scorers.ZeroScorer"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the counts of the security and fault batteries (cases, 5xx, partial rows, leaks)."""
+    from tests.battery import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("security and fault batteries")
+        for line in lines:
+            terminalreporter.write_line(line)
