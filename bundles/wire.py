@@ -42,8 +42,6 @@ FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 # Unpaired surrogates (from escapes such as "\\ud800") have no UTF-8 form, so neither
 # RFC 8785 nor PostgreSQL can take them.
 SURROGATES = re.compile(r"[\ud800-\udfff]")
-# The largest bundle total that offline_tx_bundles.total_amount (numeric(20, 2)) can store.
-MAX_TOTAL_AMOUNT = Decimal("999999999999999999.99")
 
 
 class PayloadTooLarge(Exception):
@@ -240,14 +238,15 @@ class _Checker:
         )
 
     def check_members(self, path: str, obj: dict, *, required: set, allowed: set) -> None:
-        # A required member that is null is missing too: it must not reach the database as NULL.
-        for name in sorted(name for name in required if obj.get(name) is None):
+        for name in sorted(required - obj.keys()):
             self.add(f"{path}.{name}", "required", _("This field is required."))
+        # The field checks read a null as a missing value, so a null in a required member
+        # is refused here: it must not reach the database as NULL. A null optional member
+        # (the note) counts as left out.
+        for name in sorted(name for name in required & obj.keys() if obj[name] is None):
+            self.add(f"{path}.{name}", "null", _("This field may not be null; give a value or leave it out."))
         for name in sorted(obj.keys() - allowed):
             self.add(f"{path}.{_path_name(name)}", "unknown_field", _("Unknown field; remove it."))
-        # The field checks read a null as a missing value, so a null must be refused here.
-        for name in sorted(name for name in obj.keys() & allowed if obj[name] is None):
-            self.add(f"{path}.{name}", "null", _("This field may not be null; give a value or leave it out."))
 
     def string(self, path: str, value, *, max_length: int, pattern: re.Pattern | None = None,
                pattern_hint: str = "") -> str | None:
@@ -351,12 +350,6 @@ class _Checker:
             transaction = self.transaction(f"{path}[{position}]", position, item)
             if transaction is not None:
                 parsed.append(transaction)
-
-        total = sum((transaction.amount for transaction in parsed), Decimal(0))
-        if total > MAX_TOTAL_AMOUNT:
-            self.add(path, "total_too_large", _("The transactions add up to %(total)s; a bundle may total at most "
-                                                "%(limit)s. Split it into smaller bundles.")
-                     % {"total": total, "limit": MAX_TOTAL_AMOUNT})
         return parsed
 
     def transaction(self, path: str, position: int, value) -> ParsedTransaction | None:

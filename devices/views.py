@@ -6,7 +6,8 @@ from rest_framework import generics, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from molam_offline.api import StrictJSONParser, client_ip
+from molam_offline.api import client_ip
+from molam_offline.parsers import StrictJSONParser
 from molam_offline.schema import ERROR_RESPONSES, REGISTRATION_EXAMPLE, ErrorSerializer
 from molam_offline.throttling import RegistrationAddressThrottle, RegistrationUserThrottle
 

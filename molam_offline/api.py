@@ -1,4 +1,4 @@
-"""Shared API plumbing: the error format, strict JSON parsing, the client address and database outages."""
+"""Shared API plumbing: the error format, the client address and database outages."""
 
 import logging
 
@@ -6,48 +6,17 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError
-from rest_framework.parsers import BaseParser
+from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from .parsers import PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
 # The errors Django raises when PostgreSQL is down, restarting or dropped the connection.
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
-
-
-class PayloadTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = gettext_lazy("The request body is too large.")
-    default_code = "too_large"
-
-
-class StrictJSONParser(BaseParser):
-    """Parse JSON with the bundle parser's rules: a size limit, no duplicate keys, bounded nesting.
-
-    DRF's JSONParser keeps the last of duplicate keys and lets deep nesting raise
-    RecursionError, which would be a 500. DRF reads request.body for its JSONParser
-    subclasses, and Django rejects an oversized request.body with an HTML 400, so this
-    parser reads the stream itself and returns 413.
-    """
-
-    media_type = "application/json"
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        from bundles.wire import BundleFormatError, decode_json
-
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        body = stream.read(limit + 1) if stream is not None else b""
-        if len(body) > limit:
-            raise PayloadTooLarge(_("The request body is over the limit of %(limit)d bytes.") % {"limit": limit})
-
-        try:
-            return decode_json(body)
-        except BundleFormatError as error:
-            raise ParseError(error.errors[0]["message"], code=error.errors[0]["code"]) from None
 
 
 def exception_handler(exc, context):

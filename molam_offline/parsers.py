@@ -1,31 +1,38 @@
-"""Request body parsers for the DRF endpoints."""
+"""Request body parsers for the DRF endpoints.
 
-import json
+Kept apart from molam_offline.api, which imports rest_framework.views: DRF imports the
+parser classes named in its settings while rest_framework.views loads.
+"""
 
 from django.conf import settings
 from django.utils.translation import gettext as _
-from rest_framework import renderers, status
+from django.utils.translation import gettext_lazy
+from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser
 
 
-class PayloadTooLargeError(APIException):
+class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = gettext_lazy("The request body is too large.")
     default_code = "too_large"
 
 
-class BoundedJSONParser(BaseParser):
-    """Parse a strict JSON body of at most settings.API_MAX_BODY_BYTES, checked before reading.
+class StrictJSONParser(BaseParser):
+    """Parse JSON with the bundle parser's rules: a size limit, no duplicate keys, bounded nesting.
 
-    It is not a JSONParser subclass on purpose: DRF reads the whole request.body for those
-    (limited only by DATA_UPLOAD_MAX_MEMORY_SIZE, which returns 400), while this parser gets
-    the stream, checks the declared Content-Length, and reads at most one byte past the limit.
+    DRF's JSONParser keeps the last of duplicate keys and lets deep nesting raise
+    RecursionError, which would be a 500. DRF reads the whole request.body for its
+    JSONParser subclasses, and Django rejects an oversized request.body with an HTML 400,
+    so this parser checks the declared Content-Length, then reads at most one byte past
+    settings.API_MAX_BODY_BYTES from the stream, and answers 413 above it.
     """
 
     media_type = "application/json"
-    renderer_class = renderers.JSONRenderer
 
     def parse(self, stream, media_type=None, parser_context=None):
+        from bundles.wire import BundleFormatError, decode_json
+
         limit = settings.API_MAX_BODY_BYTES
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
@@ -37,19 +44,11 @@ class BoundedJSONParser(BaseParser):
             raise _too_large(len(body), limit)
 
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError:
-            raise ParseError(_("The body is not valid UTF-8.")) from None
-        except RecursionError:
-            raise ParseError(_("JSON parse error: nesting is too deep.")) from None
-        except ValueError as error:
-            raise ParseError(_("JSON parse error: %(error)s.") % {"error": error}) from None
+            return decode_json(body)
+        except BundleFormatError as error:
+            raise ParseError(error.errors[0]["message"], code=error.errors[0]["code"]) from None
 
 
-def _reject_constant(value):
-    raise ValueError(f"{value} is not a JSON number")
-
-
-def _too_large(size: int, limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(_("The request body is %(size)d bytes; the limit is %(limit)d bytes.")
-                                % {"size": size, "limit": limit})
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(_("The request body is %(size)d bytes; the limit is %(limit)d bytes.")
+                           % {"size": size, "limit": limit})

@@ -298,7 +298,7 @@ API_THROTTLE_RATES = {
 }
 # Largest JSON body that the DRF endpoints other than the bundle push parse.
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024)
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["molam_offline.parsers.BoundedJSONParser"]
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["molam_offline.parsers.StrictJSONParser"]
 
 # Throttle counters live in a cache that every gunicorn worker shares: Redis when
 # CACHE_URL is set, else the molam_cache table in PostgreSQL (created by a migration).
@@ -311,6 +311,9 @@ else:
     # low for one counter per device per minute; fleets beyond this size should set CACHE_URL.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "molam_cache",
                           "OPTIONS": {"MAX_ENTRIES": env_int("CACHE_MAX_ENTRIES", 20_000)}}}
+
+# Per-process figures, such as the dashboard's, that need no sharing between workers.
+CACHES["local"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "molam-local"}
 
 # Retry-After seconds sent with a 503 while PostgreSQL cannot be reached.
 DATABASE_UNAVAILABLE_RETRY_AFTER = env_int("DATABASE_UNAVAILABLE_RETRY_AFTER", 5)

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -18,15 +18,32 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    cache.clear()
+    caches["local"].clear()
     yield
-    cache.clear()
+    caches["local"].clear()
 
 
 @pytest.fixture
 def ops_client(client, make_user):
-    client.force_login(make_user("ops-user", role=OPS))
+    """An ops user with access to every country, as the dashboard's figures cover them all."""
+    from django.contrib.auth.models import Permission
+
+    user = make_user("ops-user", role=OPS)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="policies", codename="review_country"))
+    client.force_login(user)
     return client
+
+
+def test_dashboard_hidden_from_country_scoped_reviewer(client, make_user):
+    from policies.scoping import grant_country
+
+    user = make_user("sn-reviewer", role=OPS)
+    grant_country(user, "SN")
+    client.force_login(user)
+
+    html = client.get("/admin/").content.decode()
+
+    assert 'id="molam-dashboard"' not in html
 
 
 def section(html, element_id):
@@ -90,7 +107,7 @@ def test_dashboard_query_count_pinned(ops_client, make_device):
     Device.objects.update(missing_sequence_count=2)
     ops_client.get("/admin/")  # warm the session and permission caches of this test client
 
-    cache.clear()
+    caches["local"].clear()
     with CaptureQueriesContext(connection) as cold:
         ops_client.get("/admin/")
     with CaptureQueriesContext(connection) as warm:

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import caches
 from django.utils import timezone
 
 from bundles.models import BundleStatus
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    cache.clear()
+    caches["local"].clear()
     yield
-    cache.clear()
+    caches["local"].clear()
 
 
 def test_status_last_hour_counts_and_attempts():

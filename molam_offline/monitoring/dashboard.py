@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.utils import timezone
 
 from bundles.models import BundleStatus
@@ -32,6 +32,8 @@ class ChartBar:
 
 def dashboard_figures(now: datetime | None = None) -> dict:
     """Return every dashboard figure, from the cache if it was computed in the last few seconds."""
+    # A per-process cache: the figures are cheap to compute again in another worker.
+    cache = caches["local"]
     cached = cache.get(CACHE_KEY)
     if cached is not None:
         return cached

@@ -35,3 +35,15 @@ def status_label(status):
 def percent(value):
     """Format a 0-to-1 share as a percentage with one decimal."""
     return "-" if value is None else f"{value * 100:.1f}%"
+
+
+@register.filter
+def sees_all_countries(user) -> bool:
+    """Return whether `user` has access to every country.
+
+    The dashboard's figures count bundles of all countries, so a reviewer scoped to some
+    countries must not see them: even a count would leak another country's activity.
+    """
+    from policies.scoping import allowed_countries
+
+    return allowed_countries(user) is None
