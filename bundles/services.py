@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
+from django.db.models.expressions import DatabaseDefault
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -67,16 +68,14 @@ def ingest_bundle(parsed: ParsedBundle, *, source_ip: str | None = None) -> Inge
                 len(parsed.transactions))
 
     with transaction.atomic():
-        # Most pushes bring a new bundle, so the INSERT comes first. A stored bundle_id
-        # raises IntegrityError once any concurrent push of it has committed, and the
-        # savepoint keeps this transaction usable for the repeat path below.
-        try:
-            with transaction.atomic():
-                bundle = _create_bundle(parsed, device, signature_ok, source_ip)
+        # Most pushes bring a new bundle, so the INSERT comes first. When the bundle_id is
+        # stored, or a concurrent push of it commits first, the INSERT does nothing and
+        # the push is counted as a repeat under the row lock.
+        bundle = _create_bundle(parsed, device, signature_ok, source_ip)
+        if bundle is not None:
             return IngestResult(bundle=bundle, created=True)
-        except IntegrityError:
-            existing = Bundle.objects.select_for_update().get(bundle_id=parsed.bundle_id)
 
+        existing = Bundle.objects.select_for_update().get(bundle_id=parsed.bundle_id)
         _count_repeat_push(existing, parsed, device, signature_ok, source_ip)
         existing.refresh_from_db()
         return IngestResult(bundle=existing, created=False)
@@ -118,12 +117,13 @@ def _ingest_decision(device: Device | None, parsed: ParsedBundle, signature_ok: 
 
 
 def _create_bundle(parsed: ParsedBundle, device: Device | None, signature_ok: bool,
-                   source_ip: str | None) -> Bundle:
+                   source_ip: str | None) -> Bundle | None:
+    """Insert the bundle, its transactions and audit rows; return None if the bundle_id is stored."""
     decision = _ingest_decision(device, parsed, signature_ok)
     currencies = {tx.currency for tx in parsed.transactions}
     country = device.country if device is not None else ""
 
-    bundle = Bundle.objects.create(
+    bundle = Bundle(
         bundle_id=parsed.bundle_id,
         device_id=parsed.device_id,
         country=country,
@@ -142,6 +142,8 @@ def _create_bundle(parsed: ParsedBundle, device: Device | None, signature_ok: bo
         currency=currencies.pop() if len(currencies) == 1 else "",
         source_ip=source_ip,
     )
+    if not _insert_unless_stored(bundle):
+        return None
 
     tx_status = TransactionStatus.REJECTED if decision.status == BundleStatus.REJECTED else TransactionStatus.PENDING
     _copy_transactions(parsed, tx_status)
@@ -165,6 +167,35 @@ def _create_bundle(parsed: ParsedBundle, device: Device | None, signature_ok: bo
 
         transaction.on_commit(lambda: enqueue_validation(bundle.pk))
     return bundle
+
+
+def _insert_unless_stored(bundle: Bundle) -> bool:
+    """INSERT the bundle row with ON CONFLICT (bundle_id) DO NOTHING; return whether it was inserted.
+
+    One statement instead of a savepoint, an INSERT that may raise IntegrityError and a
+    release. Fields left to their database default are not sent.
+    """
+    fields = [field for field in Bundle._meta.concrete_fields if not field.primary_key]
+    columns, values = [], []
+    for field in fields:
+        value = field.pre_save(bundle, add=True)
+        if isinstance(value, DatabaseDefault):
+            continue
+        columns.append(connection.ops.quote_name(field.column))
+        values.append(field.get_db_prep_save(value, connection))
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Bundle._meta.db_table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(values))}) "
+            f"ON CONFLICT ({Bundle._meta.get_field('bundle_id').column}) DO NOTHING RETURNING id", values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+
+    bundle.pk = row[0]
+    bundle._state.adding = False
+    bundle._state.db = connection.alias
+    return True
 
 
 # Columns that COPY fills; the others take their database defaults, as in the model.
