@@ -2,17 +2,17 @@
 
 1. bare: a baseline without Django. psycopg, json.loads, the canonical bytes, an Ed25519
    check with cryptography, one INSERT of the bundle row, one COPY of its transactions and
-   a synchronous commit, into the real offline_tx_bundles and offline_transactions tables,
-   then one LPUSH to Redis, where the product sends its validation task message.
+   a synchronous commit, into the real offline_tx_bundles and offline_transactions tables.
 2. in-process: our own pipeline, bundles.wire.parse_bundle and bundles.services.ingest_bundle,
-   called in a loop in this process.
+   called in a loop in this process. Like the baseline it parses, verifies and stores, and
+   it also writes the audit row. The after-commit call that sends the validation task is
+   replaced by one that only collects the bundle's primary key.
 3. http: POST /offline/bundles to gunicorn on 127.0.0.1, from load-generator processes
-   that keep their HTTP connections open.
+   that keep their HTTP connections open. Here the product runs unchanged: it sends each
+   validation task message to a real Redis broker that this script starts and that no
+   worker consumes, so enqueuing is measured but validation is not.
 
-The validation task is not run in any of them. The in-process and HTTP paths send the task
-message to a real Redis broker that this script starts and that no worker consumes, so the
-cost of enqueuing is measured, but the validation itself is not. The baseline does not
-write the audit row that our pipeline writes for each bundle.
+The cost of one task message is also measured on its own and printed.
 
 All bundles are built and signed before the clock starts. The script creates the database
 `molam_offline_bench`, applies the migrations, and drops the database at the end unless
@@ -61,8 +61,8 @@ def parse_arguments(argv=None):
                         help="load-generator processes, one keep-alive connection each (default: 4)")
     parser.add_argument("--paths", default="bare,inprocess,http",
                         help="paths to measure, comma-separated (default: bare,inprocess,http)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="the paths take turns this many times per size (default: 3)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="the paths take turns this many times per size (default: 6)")
     parser.add_argument("--profile", action="store_true",
                         help="also run the in-process path under cProfile and print the top functions")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
@@ -128,7 +128,7 @@ def bare_canonical(document: dict, without: tuple) -> bytes:
     return json.dumps(stable, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-def bare_ingest(conn, broker, body: bytes, keys: dict) -> None:
+def bare_ingest(conn, body: bytes, keys: dict) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     document = json.loads(body)
@@ -157,21 +157,16 @@ def bare_ingest(conn, broker, body: bytes, keys: dict) -> None:
                                 tx["amount"], tx["currency"], tx["sender"], tx["receiver"], tx["initiated_at"],
                                 tx.get("note", ""), "pending"))
 
-    # After commit, wake a validator with one Redis command, as the product sends its task message.
-    broker.lpush("bench-validation", document["bundle_id"])
 
 
-def run_bare(bodies: list[bytes], *, broker_url: str) -> dict:
-    import redis
-
+def run_bare(bodies: list[bytes]) -> dict:
     latencies = []
     keys: dict = {}
-    broker = redis.Redis.from_url(broker_url)
     with psycopg_connect(BENCH_DATABASE, autocommit=True) as conn:
         started = time.perf_counter()
         for body in bodies:
             before = time.perf_counter()
-            bare_ingest(conn, broker, body, keys)
+            bare_ingest(conn, body, keys)
             latencies.append(time.perf_counter() - before)
         elapsed = time.perf_counter() - started
     return summarize(latencies, elapsed)
@@ -182,28 +177,48 @@ def run_bare(bodies: list[bytes], *, broker_url: str) -> dict:
 def run_inprocess(bodies: list[bytes], *, profile: bool = False) -> dict:
     from django.db import close_old_connections
 
+    from bundles import tasks
     from bundles.services import ingest_bundle
     from bundles.wire import parse_bundle
 
     close_old_connections()
     latencies = []
     profiler = cProfile.Profile() if profile else None
-    started = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    for body in bodies:
-        before = time.perf_counter()
-        result = ingest_bundle(parse_bundle(body), source_ip="127.0.0.1")
-        latencies.append(time.perf_counter() - before)
-        if not result.created:
-            raise RuntimeError(f"bundle {result.bundle.bundle_id} was already stored; the bodies must be new")
-    if profiler:
-        profiler.disable()
-    elapsed = time.perf_counter() - started
+    enqueued: list[int] = []
+    send_task_message, tasks.enqueue_validation = tasks.enqueue_validation, enqueued.append
+    try:
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for body in bodies:
+            before = time.perf_counter()
+            result = ingest_bundle(parse_bundle(body), source_ip="127.0.0.1")
+            latencies.append(time.perf_counter() - before)
+            if not result.created:
+                raise RuntimeError(f"bundle {result.bundle.bundle_id} was already stored; the bodies must be new")
+        if profiler:
+            profiler.disable()
+        elapsed = time.perf_counter() - started
+    finally:
+        tasks.enqueue_validation = send_task_message
+
+    if len(enqueued) != len(bodies):
+        raise RuntimeError(f"{len(enqueued)} validation tasks for {len(bodies)} bundles")
     if profiler:
         print("\nProfile of the in-process path (top 25 by cumulative time):")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     return summarize(latencies, elapsed)
+
+
+def measure_task_message_cost(count: int = 500) -> float:
+    """Return the mean time in ms of sending one validation task message to the broker."""
+    from bundles.tasks import enqueue_validation
+
+    enqueue_validation(0)  # Connect first.
+    started = time.perf_counter()
+    for bundle_pk in range(count):
+        enqueue_validation(bundle_pk)
+    return (time.perf_counter() - started) / count * 1000
 
 
 # Path 3: HTTP through gunicorn -------------------------------------------------------
@@ -426,7 +441,7 @@ def main(argv=None) -> int:
                 for path in paths:
                     chunk = bodies[path][round_index::arguments.rounds]
                     if path == "bare":
-                        figures[path] = run_bare(chunk, broker_url=broker_url)
+                        figures[path] = run_bare(chunk)
                     elif path == "inprocess":
                         figures[path] = run_inprocess(chunk)
                     else:
@@ -440,6 +455,9 @@ def main(argv=None) -> int:
               f"{arguments.clients} client processes, {DEVICE_COUNT} devices")
         print_table(results)
         print_ratios(results, sizes)
+
+        print(f"\nOne validation task message to Redis (sent by the HTTP path, not by the in-process path): "
+              f"{measure_task_message_cost():.2f} ms")
 
         one = build_bodies(identities, size=500, count=1, label="memory")[0]
         memory = measure_one_bundle_memory(one)

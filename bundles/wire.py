@@ -160,12 +160,18 @@ def parse_bundle(body: bytes) -> ParsedBundle:
     checker = _Checker()
     parsed = checker.check_bundle(document)
     if checker.errors:
+        # A document that passes the checks is three levels deep by construction, so
+        # the nesting is only measured on the error path, where it takes precedence.
+        _check_nesting(document)
         raise BundleFormatError(checker.errors)
     return parsed
 
 
 def load_json(body: bytes) -> dict:
-    """Decode strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, bounded nesting."""
+    """Decode strict JSON: UTF-8, no duplicate keys, no NaN or Infinity, an object at the top.
+
+    Nesting beyond the recursion limit raises here. parse_bundle checks MAX_JSON_DEPTH.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -193,15 +199,20 @@ def load_json(body: bytes) -> dict:
                                                                "%(column)d: %(message)s.")
                                         % {"line": error.lineno, "column": error.colno, "message": error.msg})]) from None
 
+    if not isinstance(document, dict):
+        _check_nesting(document)
+        raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
+    return document
+
+
+def _check_nesting(document) -> None:
+    """Raise BundleFormatError if the decoded document nests deeper than MAX_JSON_DEPTH."""
+    limit = settings.OFFLINE["MAX_JSON_DEPTH"]
     depth = _max_nesting(document)
     if depth > limit:
         raise BundleFormatError([_error("$", "too_deep", _("JSON nesting is %(depth)d levels deep; at most "
                                                             "%(limit)d are allowed.")
                                         % {"depth": depth, "limit": limit})])
-
-    if not isinstance(document, dict):
-        raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
-    return document
 
 
 class _DuplicateKey(ValueError):

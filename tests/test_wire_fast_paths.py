@@ -204,3 +204,10 @@ def test_null_required_field_is_400(make_device, sample_bundle, api_client, now)
     assert response.status_code == 400
     paths = {error["path"]: error["code"] for error in response.json()["errors"]}
     assert paths == {"$.sequence": "null", "$.transactions[0].receiver": "null"}
+
+
+def test_deep_top_level_array_is_too_deep():
+    with pytest.raises(BundleFormatError) as error:
+        parse_bundle(b"[" * 20 + b"]" * 20)
+
+    assert error.value.errors[0]["code"] == "too_deep"
