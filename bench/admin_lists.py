@@ -164,7 +164,7 @@ def measure(repeat: int) -> list[dict]:
     user = get_user_model().objects.filter(username="bench").first()
     if user is None:
         user = get_user_model().objects.create_superuser("bench", "bench@molam.test", "a-long-bench-password")
-    client = Client()
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
 
     rows = []
@@ -198,7 +198,7 @@ def measure_page_size_growth() -> list[tuple[str, int, int]]:
     from bundles.models import Bundle, Transaction
     from devices.models import Device
 
-    client = Client()
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(get_user_model().objects.get(username="bench"))
     growth = []
     for model, url in [(Bundle, "/admin/bundles/bundle/"), (Transaction, "/admin/bundles/transaction/"),

@@ -146,6 +146,9 @@ class Transaction(models.Model):
         indexes = [
             models.Index(fields=["device_id", "local_id"], name="transaction_device_local_id"),
             models.Index(fields=["sender", "initiated_at"], name="transaction_sender_time"),
+            # The admin searches transactions by exact receiver and local ID.
+            models.Index(fields=["receiver", "initiated_at"], name="transaction_receiver_time"),
+            models.Index(fields=["local_id"], name="transaction_local_id"),
         ]
 
     def __str__(self):

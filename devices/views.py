@@ -2,6 +2,7 @@ import logging
 
 from django.utils.translation import gettext as _
 from rest_framework import generics, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from molam_offline.api import client_ip
@@ -14,6 +15,11 @@ from .services import DeviceAlreadyRegistered, register_device
 logger = logging.getLogger(__name__)
 
 
+class NewestFirstPagination(CursorPagination):
+    # CursorPagination orders by a `created` field unless told otherwise; devices have created_at.
+    ordering = "-created_at"
+
+
 class DeviceListCreateView(generics.ListAPIView):
     """GET lists registered devices; POST registers a device and its public key (pay_admin only)."""
 
@@ -21,7 +27,7 @@ class DeviceListCreateView(generics.ListAPIView):
     serializer_class = DeviceSerializer
     queryset = Device.objects.order_by("-created_at")
     filterset_fields = ["country", "status", "tenant_type"]
-    ordering = "-created_at"
+    pagination_class = NewestFirstPagination
 
     def post(self, request):
         serializer = DeviceRegistrationSerializer(data=request.data)
