@@ -37,16 +37,17 @@ def parse_arguments(argv=None):
     parser.add_argument("--seconds", type=float, default=30, help="length of the half-rate run (default: 30)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
     parser.add_argument("--clients", type=int, default=4, help="load-generator processes (default: 4)")
+    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (default: 2)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
     return parser.parse_args(argv)
 
 
-def start_celery_worker(broker_url: str, log_path: Path) -> subprocess.Popen:
+def start_celery_worker(broker_url: str, log_path: Path, concurrency: int) -> subprocess.Popen:
     environment = {**os.environ, "DATABASE_URL": database_url(BENCH_DATABASE), "CELERY_BROKER_URL": broker_url,
                    "MOLAM_QUICKSTART": "1", "LOG_LEVEL": "WARNING"}
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "molam_offline", "worker", "--loglevel", "WARNING", "--pool",
-         "prefork", "--concurrency", "1", "--without-gossip", "--without-mingle"],
+         "prefork", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
         cwd=BASE_DIR, env=environment, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
 
 
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
 
         port = free_port()
         gunicorn = start_gunicorn(port, workers=arguments.workers, worker_class="sync", broker_url=broker_url)
-        worker = start_celery_worker(broker_url, work_dir / "celery.log")
+        worker = start_celery_worker(broker_url, work_dir / "celery.log", arguments.concurrency)
         time.sleep(3)  # Let the worker connect to the broker.
 
         warm_up = build_bodies(identities, size=1, count=8 * arguments.workers, label="warmup")
@@ -138,7 +139,11 @@ def main(argv=None) -> int:
         validated = wait_until_validated(list(sent))
         latencies = [validated[bundle_id].timestamp() - sent_at for bundle_id, sent_at in sent.items()]
 
-        print(f"\nPush to final status, {len(latencies)} bundles at {rate:.1f} bundles/s: "
+        first_sent = min(sent.values())
+        last_validated = max(moment.timestamp() for moment in validated.values())
+        print(f"\nValidation kept up with {len(sent) / (last_validated - first_sent):.1f} bundles/s "
+              f"({arguments.concurrency} worker processes)")
+        print(f"Push to final status, {len(latencies)} bundles at {rate:.1f} bundles/s: "
               f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
               f"max {max(latencies) * 1000:.0f} ms (target: p99 under 1 s)")
         print(f"Load average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
