@@ -177,7 +177,7 @@ def measure(repeat: int) -> list[dict]:
                 response = client.get(url)
                 timings.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
-                raise RuntimeError(f"GET {url} answered {response.status_code}")
+                raise RuntimeError(f"GET {url} returned {response.status_code}")
             query_counts.append(len(queries))
         slowest = max(queries.captured_queries, key=lambda query: float(query["time"]))
         rows.append({"page": label, "url": url, "median_ms": median(timings), "max_ms": max(timings),

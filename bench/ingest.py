@@ -8,7 +8,7 @@
    it also writes the audit row. The after-commit call that sends the validation task is
    replaced by one that only collects the bundle's primary key.
 3. http: POST /offline/bundles to gunicorn on 127.0.0.1, from load-generator processes
-   that keep their HTTP connections open. Here the product runs unchanged: it sends each
+   that reuse their connection when the server keeps it open. Here the product runs unchanged: it sends each
    validation task message to a real Redis broker that this script starts and that no
    worker consumes, so enqueuing is measured but validation is not.
 
@@ -58,7 +58,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (default: sync)")
     parser.add_argument("--clients", type=int, default=4,
-                        help="load-generator processes, one keep-alive connection each (default: 4)")
+                        help="load-generator processes, one connection each (default: 4)")
     parser.add_argument("--paths", default="bare,inprocess,http",
                         help="paths to measure, comma-separated (default: bare,inprocess,http)")
     parser.add_argument("--rounds", type=int, default=6,
@@ -262,7 +262,7 @@ def start_gunicorn(port: int, *, workers: int, worker_class: str, broker_url: st
 
 
 def load_client(port: int, bodies: list[bytes], start_event, results) -> None:
-    """Push `bodies` one after the other on one keep-alive connection; report the latencies."""
+    """Push `bodies` one after the other on one connection; report the latencies."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
     latencies = []
@@ -304,7 +304,7 @@ def run_http(bodies: list[bytes], *, port: int, clients: int, gunicorn: subproce
     latencies = [value for report in reports for value in report[2]]
     failures = sum(report[3] for report in reports)
     if failures:
-        raise RuntimeError(f"{failures} pushes did not answer 202; see the gunicorn output above")
+        raise RuntimeError(f"{failures} pushes did not return 202; see the gunicorn output above")
     summary = summarize(latencies, finished - started)
     summary["worker_peak_rss_mb"] = sampler.peak_worker_mb
     return summary

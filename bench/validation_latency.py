@@ -3,7 +3,7 @@
 Starts Redis, gunicorn and one Celery worker on 127.0.0.1 against the benchmark database.
 First it measures capacity: 100-transaction bundles pushed back to back by the client
 processes, with the worker validating at the same time. Then it pushes at half that rate
-on a fixed schedule (open loop, so a slow answer does not slow the senders), waits until
+on a fixed schedule (open loop, so a slow response does not slow the senders), waits until
 every bundle has left `received`, and reports the time from sending the request to the
 bundle's validated_at, p50 and p99.
 
@@ -88,7 +88,7 @@ def run_half_rate(bodies: list[bytes], *, rate: float, port: int, clients: int) 
     for process in processes:
         process.join()
     if sum(report[1] for report in reports):
-        raise RuntimeError("some pushes did not answer 202")
+        raise RuntimeError("some pushes did not return 202; see the gunicorn output above")
     return {bundle_id: sent_at for report in reports for bundle_id, sent_at in report[0]}
 
 

@@ -22,8 +22,8 @@ class EstimatedCountPaginator(Paginator):
         estimate = planner_row_estimate(self.object_list)
         if estimate is None or estimate < self.EXACT_COUNT_LIMIT:
             return super().count
-        # NOTE: the admin shows this estimate as the number of rows. After ANALYZE it is
-        # usually within a few percent, but a filter on correlated columns can be further off.
+        # NOTE: the admin shows this estimate as the number of rows. It comes from the
+        # statistics that ANALYZE collects and can be off, most for filters on correlated columns.
         return estimate
 
 
