@@ -32,10 +32,12 @@ import multiprocessing
 import os
 import pstats
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -407,8 +409,7 @@ def main(argv=None) -> int:
     sizes = [int(size) for size in arguments.sizes.split(",")]
     paths = arguments.paths.split(",")
 
-    work_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"molam-bench-{os.getpid()}"
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="molam-bench-"))
     redis_process, broker_url = start_redis(work_dir)
     gunicorn = None
     try:
@@ -474,6 +475,7 @@ def main(argv=None) -> int:
             gunicorn.wait(timeout=30)
         redis_process.terminate()
         redis_process.wait(timeout=10)
+        shutil.rmtree(work_dir, ignore_errors=True)
         from django.db import connections
 
         connections.close_all()

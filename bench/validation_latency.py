@@ -16,9 +16,11 @@ senders (one machine), so the figure leaves out that last commit.
 import argparse
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -107,8 +109,7 @@ def wait_until_validated(bundle_ids: list[str], timeout: float = 300) -> dict[st
 
 def main(argv=None) -> int:
     arguments = parse_arguments(argv)
-    work_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"molam-bench-latency-{os.getpid()}"
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="molam-bench-latency-"))
     redis_process, broker_url = start_redis(work_dir)
     gunicorn = worker = None
     try:
@@ -154,6 +155,7 @@ def main(argv=None) -> int:
                 process.wait(timeout=30)
         redis_process.terminate()
         redis_process.wait(timeout=10)
+        shutil.rmtree(work_dir, ignore_errors=True)
         from django.db import connections
 
         connections.close_all()
