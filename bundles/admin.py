@@ -16,8 +16,10 @@ from django.utils.translation import gettext_lazy
 from audit.models import AuditLog
 from devices.models import DeviceActivity
 from molam_offline.actions import ActionRefused
+from molam_offline.admin_filters import RecentValuesFieldListFilter
 from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin, NoteForm, confirm_action
 from molam_offline.api import client_ip
+from molam_offline.pagination import EstimatedCountPaginator
 from policies.models import ChangeRequest, ChangeStatus, Policy
 
 from . import actions
@@ -86,11 +88,12 @@ class BundleAdmin(CountryScopedAdmin):
     list_display = ["bundle_id", "device_id", "country", "sequence", "status", "reason_code", "tx_count",
                     "total_amount", "currency", "max_sira_score", "push_attempts", "reconciliation_status",
                     "created_at", "review_link"]
-    list_filter = ["status", CountryListFilter, "reason_code", "reconciliation_status"]
+    list_filter = ["status", CountryListFilter, ("reason_code", RecentValuesFieldListFilter), "reconciliation_status"]
     search_fields = ["=bundle_id", "=device__device_id"]
     date_hierarchy = "created_at"
     inlines = [TransactionInline]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     exclude = ["payload"]
     readonly_fields = [f.name for f in Bundle._meta.fields if f.name != "payload"]
     actions = ["approve_selected", "reject_selected", "requeue_selected"]
@@ -230,11 +233,14 @@ class TransactionAdmin(CountryScopedAdmin):
     country_field = "bundle__country"
     list_display = ["local_id", "bundle", "device_id", "type", "amount", "currency", "sender", "receiver",
                     "status", "failed_check", "sira_score", "initiated_at"]
-    list_filter = ["status", CountryListFilter, "type", "currency", "failed_check"]
-    search_fields = ["=bundle__bundle_id", "=device_id", "=local_id", "=sender", "=receiver"]
+    list_filter = ["status", CountryListFilter, ("type", RecentValuesFieldListFilter),
+                   ("currency", RecentValuesFieldListFilter), ("failed_check", RecentValuesFieldListFilter)]
+    # Exact, case-sensitive lookups, so PostgreSQL can use the indexes at millions of rows.
+    search_fields = ["bundle_id__exact", "device_id__exact", "local_id__exact", "sender__exact", "receiver__exact"]
     list_select_related = ["bundle"]
     readonly_fields = [f.name for f in Transaction._meta.fields]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     def has_add_permission(self, request):
         return False

@@ -148,6 +148,9 @@ class Transaction(models.Model):
             models.Index(fields=["sender", "initiated_at"], name="transaction_sender_time"),
             # The fraud scorer reads a device's recent transactions.
             models.Index(fields=["device_id", "initiated_at"], name="transaction_device_time"),
+            # The admin searches transactions by exact receiver and local ID.
+            models.Index(fields=["receiver", "initiated_at"], name="transaction_receiver_time"),
+            models.Index(fields=["local_id"], name="transaction_local_id"),
         ]
 
     def __str__(self):

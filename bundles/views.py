@@ -99,7 +99,10 @@ class BundlePushView(APIView):
             return _error_response(status.HTTP_403_FORBIDDEN, "$.signature", "invalid_signature",
                                    _("The signature of this repeat push does not verify; the push was not counted."))
 
-        result.bundle.refresh_from_db()
+        if result.created and settings.CELERY_TASK_ALWAYS_EAGER:
+            # Without a broker the validation task ran in this process on commit, so the
+            # stored status may already be final. A repeat push was read under its lock.
+            result.bundle.refresh_from_db()
         if result.bundle.reason_code not in UNVERIFIED_REASONS:
             count_device_push(parsed.device_id)
         code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK

@@ -7,6 +7,7 @@ one 400 answer. Nothing here touches the database.
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -93,13 +94,61 @@ class ParsedBundle:
 
 def canonical_bytes(document: dict) -> bytes:
     """Return the RFC 8785 (JCS) bytes that the device signs: the document without `signature`."""
-    return rfc8785.dumps({key: value for key, value in document.items() if key != "signature"})
+    return jcs_dumps({key: value for key, value in document.items() if key != "signature"})
 
 
 def content_hash(document: dict) -> str:
     """Hash the bundle content that stays the same across pushes (no `sent_at`, no `signature`)."""
     stable = {key: value for key, value in document.items() if key not in ("sent_at", "signature")}
-    return hashlib.sha256(rfc8785.dumps(stable)).hexdigest()
+    return hashlib.sha256(jcs_dumps(stable)).hexdigest()
+
+
+def jcs_dumps(value) -> bytes:
+    """Serialize `value` as RFC 8785 (JCS) bytes, with the C JSON encoder where that is exact.
+
+    For ASCII object keys, strings, booleans, null and integers within +-(2**53 - 1),
+    json.dumps with sorted keys, no spaces and ensure_ascii=False writes the same bytes as
+    RFC 8785: both escape only the quote, the backslash and U+0000..U+001F, with lowercase
+    \\u00xx, and ASCII keys sort the same by code point as by UTF-16 code unit. Anything
+    else (floats, non-ASCII keys, large integers, lone surrogates) goes through the rfc8785
+    package, which is about 20 times slower in pure Python but handles every case.
+    """
+    if _is_plain_json(value):
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # A lone surrogate: rfc8785 raises its own error below.
+    return rfc8785.dumps(value)
+
+
+def _checked_canonical_bytes(document: dict, *, without: tuple[str, ...]) -> bytes:
+    # The checks have passed, so the document is plain JSON as jcs_dumps defines it: ASCII
+    # keys from the contract, strings without lone surrogates, one integer below 2**53
+    # and null notes. That skips the type walk, which costs as much as the encoding.
+    stable = {key: value for key, value in document.items() if key not in without}
+    return json.dumps(stable, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def _is_plain_json(value) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if not -MAX_SEQUENCE <= item <= MAX_SEQUENCE:
+                return False
+        elif kind is dict:
+            for key in item:
+                if type(key) is not str or not key.isascii():
+                    return False
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+        else:
+            return False
+    return True
 
 
 def parse_bundle(body: bytes) -> ParsedBundle:
@@ -112,6 +161,9 @@ def parse_bundle(body: bytes) -> ParsedBundle:
     checker = _Checker()
     parsed = checker.check_bundle(document)
     if checker.errors:
+        # A document that passes the checks is three levels deep by construction, so
+        # the nesting is only measured on the error path, where it takes precedence.
+        _check_nesting(document)
         raise BundleFormatError(checker.errors)
     return parsed
 
@@ -133,14 +185,15 @@ def decode_json(body: bytes):
                                         _("The body is not valid UTF-8 (byte %(position)d).")
                                         % {"position": error.start})]) from None
 
-    depth = _max_nesting(text)
-    if depth > settings.OFFLINE["MAX_JSON_DEPTH"]:
-        raise BundleFormatError([_error("$", "too_deep", _("JSON nesting is %(depth)d levels deep; at most "
-                                                            "%(limit)d are allowed.")
-                                        % {"depth": depth, "limit": settings.OFFLINE["MAX_JSON_DEPTH"]})])
-
+    limit = settings.OFFLINE["MAX_JSON_DEPTH"]
     try:
+        # The C decoder raises RecursionError at the interpreter's recursion limit (1,000
+        # levels by default), so a deeply nested body cannot exhaust the stack.
         document = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BundleFormatError([_error("$", "too_deep", _("JSON nesting is deeper than %(depth)d levels; at most "
+                                                            "%(limit)d are allowed.")
+                                        % {"depth": sys.getrecursionlimit(), "limit": limit})]) from None
     except _DuplicateKey as error:
         raise BundleFormatError([_error("$", "duplicate_key", _("The key %(key)s appears twice in one object.")
                                         % {"key": json.dumps(error.key)})]) from None
@@ -157,6 +210,16 @@ def decode_json(body: bytes):
     return document
 
 
+def _check_nesting(document) -> None:
+    """Raise BundleFormatError if the decoded document nests deeper than MAX_JSON_DEPTH."""
+    limit = settings.OFFLINE["MAX_JSON_DEPTH"]
+    depth = _max_nesting(document)
+    if depth > limit:
+        raise BundleFormatError([_error("$", "too_deep", _("JSON nesting is %(depth)d levels deep; at most "
+                                                            "%(limit)d are allowed.")
+                                        % {"depth": depth, "limit": limit})])
+
+
 class _DuplicateKey(ValueError):
     def __init__(self, key):
         super().__init__(key)
@@ -170,11 +233,13 @@ class _NonFiniteNumber(ValueError):
 
 
 def _reject_duplicate_keys(pairs):
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return result
 
 
@@ -182,25 +247,20 @@ def _reject_constant(value):
     raise _NonFiniteNumber(value)
 
 
-def _max_nesting(text: str) -> int:
-    """Count the deepest bracket nesting outside strings, before json.loads can recurse."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
+def _max_nesting(document) -> int:
+    """Return the deepest nesting of arrays and objects in a decoded document (a scalar is 0)."""
+    deepest = 0
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children if type(child) in (dict, list))
     return deepest
 
 
@@ -234,7 +294,9 @@ class _Checker:
         return ParsedBundle(
             document=document, bundle_id=bundle_id, device_id=device_id, sequence=sequence,
             created_at=created_at, sent_at=sent_at, transactions=transactions, signature_alg=alg,
-            signature_value=value, signed_bytes=canonical_bytes(document), content_hash=content_hash(document),
+            signature_value=value, signed_bytes=_checked_canonical_bytes(document, without=("signature",)),
+            content_hash=hashlib.sha256(_checked_canonical_bytes(document, without=("signature", "sent_at")))
+            .hexdigest(),
         )
 
     def check_members(self, path: str, obj: dict, *, required: set, allowed: set) -> None:
@@ -347,7 +409,9 @@ class _Checker:
             return []
         parsed = []
         for position, item in enumerate(value):
-            transaction = self.transaction(f"{path}[{position}]", position, item)
+            transaction = _valid_transaction(position, item)
+            if transaction is None:  # Run every check again to name each problem with its path.
+                transaction = self.transaction(f"{path}[{position}]", position, item)
             if transaction is not None:
                 parsed.append(transaction)
         return parsed
@@ -412,6 +476,63 @@ class _Checker:
                          % {"currency": currency, "exponent": exponent})
                 return None
         return amount
+
+
+def _rfc3339_datetime(match: re.Match) -> datetime | None:
+    """Return the timestamp, or None if it does not exist or leaves years 1 to 9999 in UTC."""
+    date, time, fraction, offset = match.groups()
+    fraction = (fraction or "")[:7]  # Python keeps microseconds: six digits after the dot.
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        moment = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+        # An offset can move a time out of years 1 to 9999 in UTC (0001-01-01T00:00:00+01:00),
+        # which neither Python nor psycopg can read back.
+        moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        return None
+    return moment
+
+
+def _valid_transaction(position: int, value) -> ParsedTransaction | None:
+    """Return the transaction if every field is valid, else None.
+
+    The fast path for the common case: each full-string pattern match implies the type,
+    length, character and emptiness checks of _Checker.transaction, which reruns on None
+    to report the problems. Both must accept exactly the same transactions.
+    """
+    if type(value) is not dict or not TRANSACTION_REQUIRED <= value.keys() <= TRANSACTION_FIELDS:
+        return None
+
+    local_id, tx_type, currency = value["local_id"], value["type"], value["currency"]
+    sender, receiver, amount_text = value["sender"], value["receiver"], value["amount"]
+    for text, pattern in ((local_id, IDENTIFIER), (tx_type, TRANSACTION_TYPE), (currency, CURRENCY),
+                          (sender, PARTY), (receiver, PARTY), (amount_text, AMOUNT)):
+        if type(text) is not str or not pattern.fullmatch(text):
+            return None
+
+    exponent = CURRENCY_EXPONENTS.get(currency)
+    amount = Decimal(amount_text)
+    if exponent is None or amount <= 0 or len(amount_text.partition(".")[2]) > exponent:
+        return None
+
+    initiated_text = value["initiated_at"]
+    if type(initiated_text) is not str or len(initiated_text) > 40:
+        return None
+    match = RFC3339.fullmatch(initiated_text)
+    initiated_at = _rfc3339_datetime(match) if match else None
+    if initiated_at is None:
+        return None
+
+    note = value.get("note")
+    if note is None:
+        note = ""
+    elif (type(note) is not str or len(note) > settings.OFFLINE["MAX_NOTE_CHARS"]
+          or FORBIDDEN_CHARACTERS.search(note) or SURROGATES.search(note)):
+        return None
+
+    return ParsedTransaction(position=position, local_id=local_id, type=tx_type, amount=amount,
+                             currency=currency, sender=sender, receiver=receiver, initiated_at=initiated_at,
+                             note=note)
 
 
 def _json_type(value) -> str:

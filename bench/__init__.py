@@ -1,0 +1,1 @@
+"""Benchmarks of Molam Offline; run them with `.venv/bin/python -m bench.NAME --help`."""
