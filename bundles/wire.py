@@ -172,6 +172,7 @@ def load_json(body: bytes) -> dict:
     """Decode a bundle body: strict JSON (see decode_json) whose top level is an object."""
     document = decode_json(body)
     if not isinstance(document, dict):
+        _check_nesting(document)
         raise BundleFormatError([_error("$", "invalid_type", _("The bundle must be a JSON object."))])
     return document
 
