@@ -48,3 +48,12 @@ def test_compiled_catalogue_matches_source():
     compiled = {entry.msgid: entry.msgstr for entry in polib.mofile(str(COMPILED)) if entry.msgid}
 
     assert compiled == source, "locale/fr/LC_MESSAGES/django.mo is stale; run bin/makemessages"
+
+
+def test_catalogue_placeholders_match():
+    # msgfmt --check-format fails when a translation drops or renames a %(name)s placeholder,
+    # which would raise KeyError when the French text is formatted.
+    result = subprocess.run(["msgfmt", "--check-format", "-o", "/dev/null", str(CATALOGUE)], capture_output=True,
+                            text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
