@@ -2,6 +2,7 @@
 
 import json
 
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
 from django.utils.functional import cached_property
@@ -31,7 +32,10 @@ def planner_row_estimate(queryset) -> int | None:
     """Return the planner's row estimate for `queryset` from EXPLAIN, or None if it has none."""
     if not hasattr(queryset, "query"):
         return None
-    sql, params = queryset.query.sql_with_params()
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:  # queryset.none(), e.g. for a user scoped to no country
+        return 0
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
