@@ -12,7 +12,6 @@ wall-clock numbers on a shared machine grow with the load.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ django.setup()
 
 from django.db import connection, transaction  # noqa: E402
 
+from bench.common import machine, print_machine  # noqa: E402
 from bundles.models import Bundle, BundleStatus, Transaction  # noqa: E402
 from bundles.sira.evaluation import evaluate  # noqa: E402
 from bundles.sira.history import load_context  # noqa: E402
@@ -34,22 +34,6 @@ from bundles.sira.scorer import RuleScorer  # noqa: E402
 from devices.models import Device  # noqa: E402
 from bundles.sira.synthetic import generate_traffic  # noqa: E402
 from policies.models import Policy  # noqa: E402
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        server = cursor.fetchone()[0]
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, PostgreSQL {server}")
 
 
 def backend_cpu_seconds() -> float | None:
@@ -99,7 +83,7 @@ def main() -> None:
     policy = Policy.objects.get(country="SN")
     scorer = RuleScorer()
     traffic = generate_traffic(options.seed)
-    print(f"Machine: {machine()}")
+    print_machine(machine())
 
     runs = []
     for _ in range(3):
