@@ -37,7 +37,7 @@ class AuditAction(models.TextChoices):
 
 
 @pgtrigger.register(
-    # Append-only: PostgreSQL itself refuses to change or delete an audit row, whoever asks.
+    # Append-only: PostgreSQL itself rejects an UPDATE or DELETE of an audit row, from any database role.
     pgtrigger.Protect(name="append_only_update", operation=pgtrigger.Update),
     pgtrigger.Protect(name="append_only_delete", operation=pgtrigger.Delete),
 )

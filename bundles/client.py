@@ -83,7 +83,7 @@ def encode(document: dict) -> bytes:
 
 
 def post_json(url: str, body: bytes, *, token: str | None = None, timeout: float = 30) -> tuple[int, dict]:
-    """POST a JSON body and return the status code and decoded answer (4xx and 5xx included)."""
+    """POST a JSON body and return the status code and decoded response body (4xx and 5xx included)."""
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")

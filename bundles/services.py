@@ -226,8 +226,8 @@ def _count_repeat_push(existing: Bundle, parsed: ParsedBundle, device: Device | 
                        parsed.device_id)
         raise BundleConflict(existing, same_device_signed=signature_ok and existing.device_id == parsed.device_id)
 
-    # A bad signature must not let anyone bump the counters of a good bundle; a device
-    # that keeps retrying a bundle already rejected for its signature is still counted.
+    # A bad signature must not let anyone bump the counters of a good bundle. A device that
+    # keeps retrying a bundle already rejected for its signature is still counted.
     if device is not None and not signature_ok and existing.reason_code != ReasonCode.INVALID_SIGNATURE:
         logger.warning("Repeat push of bundle %s from device %s has an invalid signature", parsed.bundle_id,
                        parsed.device_id)

@@ -1,7 +1,7 @@
 """Scenarios of the device simulator: good pushes and each failure the runbook describes.
 
 Each scenario registers its devices through the API and pushes real signed bundles over
-HTTP, then reports what the server answered next to what the runbook expects.
+HTTP, then reports the status the server returned next to the one the runbook expects.
 """
 
 import logging
@@ -74,7 +74,7 @@ class Simulator:
 
     def push(self, scenario: str, identity: DeviceIdentity, bundle: dict, *, expected_status: str,
              expected_reason: str | None = None, sent_at: datetime | None = None, key=None) -> PushOutcome:
-        # TODO: with a Celery broker the answer is `received` and the final status comes
+        # TODO: with a Celery broker the push response says `received` and the final status comes
         # later; the simulator has no status endpoint to poll, so it reports a mismatch.
         document = identity.sign_for_push(bundle, sent_at=sent_at or self.now(), key=key)
         http_status, answer = post_json(f"{self.base_url}/offline/bundles", encode(document))

@@ -24,7 +24,7 @@ def enqueue_validation(bundle_pk: int) -> None:
     """Send the validation task; a broker error is logged and left to the sweep."""
     try:
         validate_bundle_task.delay(bundle_pk)
-    except Exception:  # The broker may be down; PostgreSQL still holds the work.
+    except Exception:  # The broker may be down, and the bundle row in PostgreSQL is enough for the sweep.
         logger.exception("Could not enqueue validation of bundle pk=%s; the sweep will retry", bundle_pk)
 
 

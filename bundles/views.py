@@ -64,7 +64,7 @@ class BundlePushView(APIView):
             return _too_large(int(declared), limit)
 
         # Reading the WSGI stream directly skips Django's DATA_UPLOAD_MAX_MEMORY_SIZE check,
-        # which would answer 400 instead of 413; the limit is enforced here instead.
+        # which would return 400 instead of 413; the limit is enforced here instead.
         body = request._request.read(limit + 1)
         if not body:
             # Django reads no body without a Content-Length header, as with chunked uploads.

@@ -49,7 +49,7 @@ def register_device(*, acting_user, device_id: str, tenant_type: str, tenant_id:
 
 
 class DeviceStatusUnchanged(Exception):
-    """The device was not in the status the caller expected (someone else changed it first)."""
+    """Raised when the device already has the requested status, or another request changed it first."""
 
 
 def set_device_status(*, acting_user, device_id: str, new_status: str, reason: str, action: str,

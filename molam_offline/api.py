@@ -20,7 +20,7 @@ DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
 
 
 def exception_handler(exc, context):
-    """Answer DRF errors as {"detail": ..., "errors": [{"path", "code", "message"}]}.
+    """Format DRF errors as {"detail": ..., "errors": [{"path", "code", "message"}]}.
 
     Field errors keep their names as JSON paths ($.field), the same shape as the bundle
     push errors, so one client can read both. Errors about the whole body have the path $.
@@ -70,5 +70,5 @@ def database_unavailable_response(exc: Exception, request) -> JsonResponse:
 
 
 def client_ip(request) -> str | None:
-    """Return the address of the client as the first trusted hop sees it."""
+    """Return the client address from REMOTE_ADDR; behind a proxy, that is the proxy's address."""
     return request.META.get("REMOTE_ADDR") or None

@@ -25,7 +25,7 @@ class StrictJSONParser(BaseParser):
     RecursionError, which would be a 500. DRF reads the whole request.body for its
     JSONParser subclasses, and Django rejects an oversized request.body with an HTML 400,
     so this parser checks the declared Content-Length, then reads at most one byte past
-    settings.API_MAX_BODY_BYTES from the stream, and answers 413 above it.
+    settings.API_MAX_BODY_BYTES from the stream, and returns 413 above it.
     """
 
     media_type = "application/json"

@@ -9,7 +9,7 @@ FRAUD = "fraud"
 ENGINEER = "engineer"
 
 # Approving a four-eyes change needs the permission of the change itself: change_policy
-# for a policy limit, review_bundle for a bundle release. No role holds
+# for a policy limit, review_bundle for a bundle release. No role has
 # policies.review_country globally: each user or group is granted countries one by one.
 ROLE_PERMISSIONS = {
     # Device registry and country policies; reactivates or deactivates devices (block_device).
