@@ -1,7 +1,7 @@
 """Parse and check a pushed bundle against the wire contract, version 1.
 
-Every problem is collected with its JSON path, so a device developer sees all of them in
-one 400 answer. Nothing here touches the database.
+Every problem is collected with its JSON path, so a device developer gets all of them
+in one 400 response. Nothing here touches the database.
 """
 
 import hashlib

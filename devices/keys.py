@@ -76,7 +76,7 @@ def verify_signature(public_key: PublicKey, algorithm: str, signature_b64: str, 
 
 
 # Device side: used by the simulator, the benchmarks and the tests. The server never
-# sees a private key.
+# receives a private key.
 
 def generate_private_key(algorithm: str):
     if algorithm == KeyAlgorithm.ED25519:
