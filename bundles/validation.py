@@ -4,10 +4,11 @@ Runs in a Celery task after the push commits. It is idempotent: a bundle that ha
 `received` is never decided twice, so a redelivered task changes nothing.
 """
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -141,8 +142,7 @@ def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: De
             tx.status, tx.failed_check, tx.failure_reason = failure.status, failure.check, failure.reason
         else:
             tx.status = accepted_tx_status
-    Transaction.objects.bulk_update(transactions, ["status", "failed_check", "failure_reason", "sira_score",
-                                                   "sira_reasons"])
+    _store_transaction_outcomes(transactions)
 
     if decision.status in ACTIVITY_STATUSES:
         counted = [tx for tx in transactions if not tx.failed_check]
@@ -172,6 +172,35 @@ def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: De
 
     if decision.status == BundleStatus.ACCEPTED:
         enqueue_bundle(bundle)
+
+
+# One statement for the whole bundle, with one array parameter per column. Django's
+# bulk_update writes a CASE WHEN per column per row, which cost more Python time to build
+# than every other step of a validation together.
+STORE_OUTCOMES_SQL = """
+UPDATE offline_transactions AS t
+   SET status = v.status, failed_check = v.failed_check, failure_reason = v.failure_reason,
+       sira_score = v.sira_score, sira_reasons = v.sira_reasons::jsonb
+  FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::smallint[], %s::text[])
+       AS v(id, status, failed_check, failure_reason, sira_score, sira_reasons)
+ WHERE t.id = v.id
+"""
+
+
+def _store_transaction_outcomes(transactions: list[Transaction]) -> None:
+    """Write status, failed check, failure reason and fraud score of every transaction of a bundle."""
+    columns = ([], [], [], [], [], [])
+    for tx in transactions:
+        values = (tx.pk, str(tx.status), tx.failed_check, tx.failure_reason, tx.sira_score,
+                  json.dumps(tx.sira_reasons))
+        for column, value in zip(columns, values):
+            column.append(value)
+
+    with connection.cursor() as cursor:
+        cursor.execute(STORE_OUTCOMES_SQL, columns)
+        updated = cursor.rowcount
+    if updated != len(transactions):  # The caller holds the bundle's lock, so no row can be missing.
+        raise RuntimeError(f"stored the outcome of {updated} of {len(transactions)} transactions")
 
 
 def _policy_time_zone(bundle: Bundle, decision: Decision) -> str:
