@@ -7,10 +7,16 @@ on a fixed schedule (open loop, so a slow response does not slow the senders), w
 every bundle has left `received`, and reports the time from sending the request to the
 bundle's validated_at, p50 and p99.
 
+It also prints how fast the worker validated the back-to-back bundles (a backlog), and the
+outcomes. The seeded policies allow 50 transactions per device per day, so by default every
+100-transaction bundle is rejected by the daily limit and is never scored; --scored raises
+the limits, so that every bundle goes through fraud scoring as well.
+
 validated_at is set by the worker just before its commit, from the same clock as the
 senders (one machine), so the figure leaves out that last commit.
 
     .venv/bin/python -m bench.validation_latency
+    .venv/bin/python -m bench.validation_latency --scored
 """
 
 import argparse
@@ -40,6 +46,14 @@ def parse_arguments(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
     parser.add_argument("--clients", type=int, default=4, help="load-generator processes (default: 4)")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (default: 2)")
+    parser.add_argument("--capacity", type=float,
+                        help="HTTP capacity in bundles/s; the run pushes at half of it instead of half the "
+                             "capacity it measures. The back-to-back push still runs first, to warm up and to "
+                             "measure the validation throughput")
+    parser.add_argument("--scored", action="store_true",
+                        help="raise the daily limits of every policy in the benchmark database, so that the bundles "
+                             "pass the policy checks and go through fraud scoring. By default the seeded limit of 50 "
+                             "transactions per device per day rejects every 100-transaction bundle before scoring")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
     return parser.parse_args(argv)
 
@@ -107,6 +121,16 @@ def wait_until_validated(bundle_ids: list[str], timeout: float = 300) -> dict[st
     return dict(Bundle.objects.filter(bundle_id__in=bundle_ids).values_list("bundle_id", "validated_at"))
 
 
+def print_outcomes(validated: dict[str, datetime]) -> None:
+    from django.db.models import Count
+
+    from bundles.models import Bundle
+
+    outcomes = (Bundle.objects.filter(bundle_id__in=list(validated)).values_list("status", "reason_code")
+                .annotate(count=Count("id")).order_by("status", "reason_code"))
+    print("Outcomes: " + ", ".join(f"{count} {status} {reason}".rstrip() for status, reason, count in outcomes))
+
+
 def main(argv=None) -> int:
     arguments = parse_arguments(argv)
     work_dir = Path(tempfile.mkdtemp(prefix="molam-bench-latency-"))
@@ -118,6 +142,10 @@ def main(argv=None) -> int:
         print_machine(machine())
         identities = build_devices(50)
         register_devices(identities)
+        if arguments.scored:
+            from policies.models import Policy
+
+            Policy.objects.update(max_offline_per_device_per_day=10**6, max_amount_per_device_per_day=10**12)
 
         port = free_port()
         gunicorn = start_gunicorn(port, workers=arguments.workers, worker_class="sync", broker_url=broker_url)
@@ -128,11 +156,19 @@ def main(argv=None) -> int:
         run_http(warm_up, port=port, clients=arguments.workers, gunicorn=gunicorn)
         capacity_bodies = build_bodies(identities, size=arguments.size, count=arguments.capacity_bundles,
                                        label="capacity")
+        capacity_started = time.time()
         capacity = run_http(capacity_bodies, port=port, clients=arguments.clients, gunicorn=gunicorn)
-        rate = capacity["bundles_per_s"] / 2
+        rate = (arguments.capacity or capacity["bundles_per_s"]) / 2
         print(f"\nCapacity: {capacity['bundles_per_s']:.1f} bundles/s of {arguments.size} transactions "
-              f"(HTTP, with the worker running). Half rate: {rate:.1f} bundles/s for {arguments.seconds:.0f} s.")
-        wait_until_validated([f"b_capacity_{arguments.size}_{index:06d}" for index in range(len(capacity_bodies))])
+              f"(HTTP, with the worker running). Half rate: {rate:.1f} bundles/s for {arguments.seconds:.0f} s"
+              f"{' (of the capacity given by --capacity)' if arguments.capacity else ''}.")
+        capacity_validated = wait_until_validated(
+            [f"b_capacity_{arguments.size}_{index:06d}" for index in range(len(capacity_bodies))])
+        drained = max(moment.timestamp() for moment in capacity_validated.values()) - capacity_started
+        print(f"Validation throughput with a backlog: {len(capacity_bodies)} bundles pushed back to back were "
+              f"validated in {drained:.1f} s, {len(capacity_bodies) / drained:.1f} bundles/s "
+              f"({arguments.concurrency} worker processes)")
+        print_outcomes(capacity_validated)
 
         bodies = build_bodies(identities, size=arguments.size, count=max(1, int(rate * arguments.seconds)),
                               label="latency")
@@ -147,6 +183,7 @@ def main(argv=None) -> int:
         print(f"Push to final status, {len(latencies)} bundles at {rate:.1f} bundles/s: "
               f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
               f"max {max(latencies) * 1000:.0f} ms (target: p99 under 1 s)")
+        print_outcomes(validated)
         print(f"Load average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     finally:
         for process in (worker, gunicorn):

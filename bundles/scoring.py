@@ -39,7 +39,11 @@ def score_bundle(bundle: Bundle, transactions: list[Transaction], decision: Deci
     transactions = [tx for tx in transactions if tx.position not in decision.failures]
     if not transactions:
         return decision
-    policy = _policy_for(bundle)
+    # The policy checks read the active policy of the device's country moments ago in this
+    # transaction. Reading it again costs a query per bundle for the same row.
+    policy = decision.policy
+    if policy is None or not policy.is_active or policy.country != bundle.country:
+        policy = _policy_for(bundle)
 
     # A database error here propagates and leaves the bundle `received`, so the
     # received-bundle sweep validates it again later.

@@ -4,10 +4,11 @@ Runs in a Celery task after the push commits. It is idempotent: a bundle that ha
 `received` is never decided twice, so a redelivered task changes nothing.
 """
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -141,8 +142,7 @@ def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: De
             tx.status, tx.failed_check, tx.failure_reason = failure.status, failure.check, failure.reason
         else:
             tx.status = accepted_tx_status
-    Transaction.objects.bulk_update(transactions, ["status", "failed_check", "failure_reason", "sira_score",
-                                                   "sira_reasons"])
+    _store_transaction_outcomes(transactions)
 
     if decision.status in ACTIVITY_STATUSES:
         counted = [tx for tx in transactions if not tx.failed_check]
@@ -172,6 +172,33 @@ def apply_decision(bundle: Bundle, transactions: list[Transaction], decision: De
 
     if decision.status == BundleStatus.ACCEPTED:
         enqueue_bundle(bundle)
+
+
+# One statement for the whole bundle, with the rows as one JSON parameter. Django's
+# bulk_update writes a CASE WHEN per column per row, which took more Python time to build
+# than every other step of a validation together. A JSON text is quoted once, while
+# psycopg's client-side binding escapes every element of an array parameter in Python.
+STORE_OUTCOMES_SQL = """
+UPDATE offline_transactions AS t
+   SET status = v.status, failed_check = v.failed_check, failure_reason = v.failure_reason,
+       sira_score = v.sira_score, sira_reasons = v.sira_reasons
+  FROM jsonb_to_recordset(%s::jsonb)
+       AS v(id bigint, status text, failed_check text, failure_reason text, sira_score smallint, sira_reasons jsonb)
+ WHERE t.id = v.id
+"""
+
+
+def _store_transaction_outcomes(transactions: list[Transaction]) -> None:
+    """Write status, failed check, failure reason and fraud score of every transaction of a bundle."""
+    rows = [{"id": tx.pk, "status": str(tx.status), "failed_check": tx.failed_check,
+             "failure_reason": tx.failure_reason, "sira_score": tx.sira_score, "sira_reasons": tx.sira_reasons}
+            for tx in transactions]
+
+    with connection.cursor() as cursor:
+        cursor.execute(STORE_OUTCOMES_SQL, [json.dumps(rows)])
+        updated = cursor.rowcount
+    if updated != len(transactions):  # The caller holds the bundle's lock, so no row can be missing.
+        raise RuntimeError(f"stored the outcome of {updated} of {len(transactions)} transactions")
 
 
 def _policy_time_zone(bundle: Bundle, decision: Decision) -> str:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditAction, AuditLog
 from bundles.client import encode
@@ -340,6 +341,35 @@ def test_redelivered_task_changes_nothing(make_device, sample_bundle, push):
     assert AuditLog.objects.filter(bundle_id=row.bundle_id, action=AuditAction.BUNDLE_ACCEPTED).count() == 1
     assert SyncQueueItem.objects.filter(bundle=row).count() == 1
     assert activity_count(device.device_id) == 3
+
+
+def test_validation_queries_independent_of_size(make_device, api_client, now,
+                                                django_capture_on_commit_callbacks):
+    bundle_pks = {}
+    for count in (2, 40):
+        device = make_device(f"QUERY_COUNT_{count}")
+        # A sender per device, because one sender on two devices raises the fraud score.
+        transactions = [device.transaction(amount="1500", sender=f"+2217700000{count:02d}", receiver="+221770000099",
+                                           initiated_at=now - timedelta(hours=1) + timedelta(minutes=i))
+                        for i in range(count)]
+        bundle = device.seal(transactions, created_at=now - timedelta(minutes=1))
+        with django_capture_on_commit_callbacks():  # Received, not validated yet.
+            api_client.generic("POST", "/offline/bundles", encode(device.sign_for_push(bundle, sent_at=now)),
+                               content_type="application/json")
+        bundle_pks[count] = stored(bundle).pk
+
+    query_counts = {}
+    for count, bundle_pk in bundle_pks.items():
+        with CaptureQueriesContext(connection) as queries:
+            assert validate_bundle(bundle_pk) == "accepted"
+        query_counts[count] = len(queries)
+
+    assert query_counts[2] == query_counts[40]
+    for tx in Transaction.objects.filter(bundle__pk=bundle_pks[40]):
+        assert tx.status == "accepted"
+        assert tx.failed_check == ""
+        assert tx.sira_score is not None
+        assert isinstance(tx.sira_reasons, list)
 
 
 def test_sweep_validates_lost_message(make_device, sample_bundle, api_client, now,
