@@ -145,7 +145,7 @@ def fresh_copy() -> None:
         conn.execute(f'CREATE DATABASE "{DATABASE}" TEMPLATE "{TEMPLATE_DATABASE}" STRATEGY FILE_COPY')
 
 
-# Our worker --------------------------------------------------------------------------
+# Reconcile processes -----------------------------------------------------------------
 
 class RssSampler(threading.Thread):
     """Sample the resident set size of some processes every 50 ms and keep each one's peak, in MB."""
