@@ -231,7 +231,8 @@ class ReconciliationWorker:
 
     def post_item(self, item: SyncQueueItem, summary: RunSummary) -> str:
         """Post the bundle of `item` in one database transaction; return a one-word result."""
-        accepted = Transaction.objects.filter(bundle_id=item.bundle_id, status__in=POSTABLE_STATUSES)
+        accepted = (Transaction.objects.filter(bundle_id=item.bundle_id, status__in=POSTABLE_STATUSES)
+                    .only("sender", "receiver", "currency"))
         if not self.dry_run:
             ensure_accounts(account_keys(accepted))
 

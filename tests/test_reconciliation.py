@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit.models import AuditLog
@@ -113,6 +114,45 @@ def test_same_local_id_in_two_bundles_posts_once():
     assert copy.status == "duplicate"
     assert copy.failure_reason.startswith("already_posted")
     assert balance(BOUBA) == Decimal("100")
+    assert_ledger_consistent()
+
+
+def test_entry_posted_meanwhile_falls_back(monkeypatch):
+    """Another worker commits the same (device_id, local_id) between the journal check and the INSERT."""
+    from reconciliation import ledger
+
+    dior = "+221770000004"
+    fund({AMINATA: "10000", CHEIKH: "10000"})
+    make_accepted_bundle("b1", "DEV_A", [("tx-1", CHEIKH, dior, "300")], queue=False)
+    make_accepted_bundle("b2", "DEV_A", [("tx-1", AMINATA, BOUBA, "100"), ("tx-2", AMINATA, BOUBA, "50")])
+    LedgerAccount.objects.create(identifier=dior, currency="XOF")
+    real_insert_entries = ledger.insert_entries
+    calls = []
+
+    def insert_after_other_worker(entries, bundle):
+        # What the other worker's commit leaves: its entry, its balances, its transaction posted.
+        calls.append(len(entries))
+        other = Transaction.objects.get(bundle_id="b1")
+        JournalEntry.objects.create(device_id="DEV_A", local_id="tx-1", transaction=other, bundle_id="b1",
+                                    debit_account=LedgerAccount.objects.get(identifier=CHEIKH),
+                                    credit_account=LedgerAccount.objects.get(identifier=dior), amount=other.amount,
+                                    currency="XOF", posted_by="other-worker")
+        LedgerAccount.objects.filter(identifier=CHEIKH).update(balance=F("balance") - other.amount)
+        LedgerAccount.objects.filter(identifier=dior).update(balance=F("balance") + other.amount)
+        Transaction.objects.filter(pk=other.pk).update(status="posted", posted_at=timezone.now())
+        return real_insert_entries(entries, bundle)
+
+    monkeypatch.setattr(ledger, "insert_entries", insert_after_other_worker)
+    summary = run_worker()
+
+    assert calls == [2]
+    assert (summary.posted, summary.skipped) == (1, 1)
+    statuses = dict(Transaction.objects.filter(bundle_id="b2").values_list("local_id", "status"))
+    assert statuses == {"tx-1": "duplicate", "tx-2": "posted"}
+    assert JournalEntry.objects.filter(bundle_id="b2").count() == 1
+    assert balance(AMINATA) == Decimal("9950")
+    assert balance(BOUBA) == Decimal("50")
+    assert balance(dior) == Decimal("300")
     assert_ledger_consistent()
 
 
