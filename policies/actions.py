@@ -106,12 +106,7 @@ def approve_change_request(*, acting_user, change_request_pk: int, note: str = "
 
             release_bundle(acting_user=acting_user, change_request=change_request, ip_address=ip_address)
 
-        _decide(change_request, ChangeStatus.APPROVED, acting_user, note)
-        record(AuditAction.CHANGE_APPROVED, acting_user=acting_user, country=change_request.country,
-               bundle_id=change_request.bundle_id, reason=note, ip_address=ip_address,
-               old_values=change_request.old_values, new_values=change_request.new_values,
-               details={"change_request": change_request.pk, "kind": change_request.kind,
-                        "requested_by": change_request.requested_by.get_username()})
+        _decide(change_request, ChangeStatus.APPROVED, acting_user, note, ip_address)
 
     logger.info("Change request %s (%s, %s) approved by %s", change_request.pk, change_request.kind,
                 change_request.country, acting_user)
@@ -124,12 +119,7 @@ def reject_change_request(*, acting_user, change_request_pk: int, note: str,
     note = required_note(note)
     with transaction.atomic():
         change_request = _lock_pending_request(change_request_pk, acting_user)
-        _decide(change_request, ChangeStatus.REJECTED, acting_user, note)
-        record(AuditAction.CHANGE_REJECTED, acting_user=acting_user, country=change_request.country,
-               bundle_id=change_request.bundle_id, reason=note, ip_address=ip_address,
-               old_values=change_request.old_values, new_values=change_request.new_values,
-               details={"change_request": change_request.pk, "kind": change_request.kind,
-                        "requested_by": change_request.requested_by.get_username()})
+        _decide(change_request, ChangeStatus.REJECTED, acting_user, note, ip_address)
 
     logger.info("Change request %s (%s, %s) rejected by %s", change_request.pk, change_request.kind,
                 change_request.country, acting_user)
@@ -171,7 +161,8 @@ def _lock_pending_request(change_request_pk: int, acting_user) -> ChangeRequest:
     return change_request
 
 
-def _decide(change_request: ChangeRequest, status: str, acting_user, note: str) -> None:
+def _decide(change_request: ChangeRequest, status: str, acting_user, note: str, ip_address: str | None) -> None:
+    """Store the decision on a pending change request with a compare-and-set update, and its audit row."""
     now = timezone.now()
     changed = ChangeRequest.objects.filter(pk=change_request.pk, status=ChangeStatus.PENDING).update(
         status=status, decided_by=acting_user, decided_at=now, decision_note=note)
@@ -180,6 +171,13 @@ def _decide(change_request: ChangeRequest, status: str, acting_user, note: str) 
             "pk": change_request.pk})
     change_request.status, change_request.decided_by, change_request.decided_at = status, acting_user, now
     change_request.decision_note = note
+
+    action = AuditAction.CHANGE_APPROVED if status == ChangeStatus.APPROVED else AuditAction.CHANGE_REJECTED
+    record(action, acting_user=acting_user, country=change_request.country, bundle_id=change_request.bundle_id,
+           reason=note, ip_address=ip_address, old_values=change_request.old_values,
+           new_values=change_request.new_values,
+           details={"change_request": change_request.pk, "kind": change_request.kind,
+                    "requested_by": change_request.requested_by.get_username()})
 
 
 def _apply_requested_policy_change(change_request: ChangeRequest, acting_user, ip_address: str | None) -> None:
