@@ -152,3 +152,54 @@ def test_concurrent_pushes_of_one_bundle_store_one_row(make_device, sample_bundl
     assert stored.push_attempts == 20
     assert Transaction.objects.count() == 5
     assert SyncQueueItem.objects.count() == 1
+
+
+def test_received_audit_row_fields(make_device, sample_bundle, push, now):
+    device = make_device()
+    bundle = sample_bundle(device, 2)
+    country = Device.objects.get(device_id=device.device_id).country
+    assert push(device, bundle).status_code == 202
+    assert push(device, bundle, sent_at=now + timedelta(seconds=30)).status_code == 200
+
+    stored = Bundle.objects.get(bundle_id=bundle["bundle_id"])
+    received = AuditLog.objects.get(action="bundle_received", bundle_id=bundle["bundle_id"])
+    assert received.actor == f"device:{device.device_id}"
+    assert received.actor_user is None
+    assert received.device_id == device.device_id
+    assert received.country == country
+    assert received.ip_address == "127.0.0.1"
+    assert received.details == {"sequence": bundle["sequence"], "tx_count": 2, "signature_alg": "Ed25519"}
+    assert (received.old_values, received.new_values, received.reason) == ({}, {}, "")
+    assert received.created_at == stored.created_at
+    assert AuditLog.objects.filter(action="bundle_repushed", bundle_id=bundle["bundle_id"]).count() == 1
+
+
+def test_unknown_device_audit_rows(make_device, sample_bundle, push):
+    device = make_device(register=False)
+    bundle = sample_bundle(device)
+
+    push(device, bundle)
+
+    rows = list(AuditLog.objects.filter(bundle_id=bundle["bundle_id"]).order_by("id"))
+    assert [row.action for row in rows] == ["bundle_received", "bundle_rejected"]
+    assert rows[0].country == ""
+    assert rows[1].reason.startswith("unknown_device")
+    assert rows[1].new_values == {"status": "rejected", "reason_code": "unknown_device"}
+
+
+def test_new_bundle_ingest_query_count(make_device, sample_bundle, now, django_assert_num_queries):
+    from bundles.services import ingest_bundle
+    from bundles.wire import parse_bundle
+
+    device = make_device()
+    body = encode(device.sign_for_push(sample_bundle(device, 3), sent_at=now))
+
+    # The device SELECT, the bundle INSERT with its audit row in one statement and the
+    # COPY of the transactions, plus the savepoint and its release that stand in for
+    # BEGIN and COMMIT inside the test's transaction.
+    with django_assert_num_queries(5):
+        result = ingest_bundle(parse_bundle(body), source_ip="127.0.0.1")
+
+    assert result.created
+    assert Transaction.objects.filter(bundle_id=result.bundle.bundle_id).count() == 3
+    assert AuditLog.objects.filter(bundle_id=result.bundle.bundle_id, action="bundle_received").count() == 1
