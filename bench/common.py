@@ -7,6 +7,8 @@ The developer's database is never touched.
 
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -134,3 +136,20 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def clean_up(servers: list, redis_process, work_dir: Path, *, keep: bool) -> None:
+    """Stop a benchmark's servers (SIGTERM) and its Redis, remove its files, drop its database unless `keep`."""
+    for process in servers:
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    redis_process.terminate()
+    redis_process.wait(timeout=10)
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+    from django.db import connections
+
+    connections.close_all()
+    if not keep:
+        drop_database()

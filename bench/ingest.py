@@ -32,8 +32,6 @@ import multiprocessing
 import os
 import pstats
 import resource
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,7 +42,7 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.common import (BASE_DIR, BENCH_DATABASE, create_database, database_url, drop_database, machine,
+from bench.common import (BASE_DIR, BENCH_DATABASE, clean_up, create_database, database_url, machine,
                           percentile, print_machine, psycopg_connect, setup_django)
 
 DEVICE_COUNT = 50
@@ -470,17 +468,7 @@ def main(argv=None) -> int:
             run_inprocess(build_bodies(identities, size=size, count=500, label="profile"), profile=True)
         print(f"\nLoad average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     finally:
-        if gunicorn is not None:
-            gunicorn.send_signal(signal.SIGTERM)
-            gunicorn.wait(timeout=30)
-        redis_process.terminate()
-        redis_process.wait(timeout=10)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        from django.db import connections
-
-        connections.close_all()
-        if not arguments.keep:
-            drop_database()
+        clean_up([gunicorn], redis_process, work_dir, keep=arguments.keep)
     return 0
 
 

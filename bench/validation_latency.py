@@ -22,8 +22,6 @@ senders (one machine), so the figure leaves out that last commit.
 import argparse
 import multiprocessing
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +29,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import BASE_DIR, BENCH_DATABASE, create_database, database_url, drop_database, machine, \
+from bench.common import BASE_DIR, BENCH_DATABASE, clean_up, create_database, database_url, machine, \
     percentile, print_machine, setup_django
 from bench.ingest import (build_bodies, build_devices, free_port, register_devices, run_http, start_gunicorn,
                           start_redis)
@@ -186,18 +184,7 @@ def main(argv=None) -> int:
         print_outcomes(validated)
         print(f"Load average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     finally:
-        for process in (worker, gunicorn):
-            if process is not None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
-        redis_process.terminate()
-        redis_process.wait(timeout=10)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        from django.db import connections
-
-        connections.close_all()
-        if not arguments.keep:
-            drop_database()
+        clean_up([worker, gunicorn], redis_process, work_dir, keep=arguments.keep)
     return 0
 
 
