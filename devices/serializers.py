@@ -3,10 +3,11 @@ import re
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
+from bundles.wire import IDENTIFIER
+
 from .keys import InvalidPublicKey, load_public_key
 from .models import Device, TenantType
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 COUNTRY = re.compile(r"^[A-Z]{2}$")
 # Control characters and unpaired surrogates, which PostgreSQL cannot store as UTF-8.
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ud800-\udfff]")
@@ -38,7 +39,7 @@ class DeviceRegistrationSerializer(serializers.Serializer):
     country = StrictCharField(max_length=2, min_length=2)
 
     def validate_device_id(self, value):
-        if not DEVICE_ID.match(value):
+        if not IDENTIFIER.fullmatch(value):
             raise serializers.ValidationError(
                 _("Use 1 to 64 letters, digits and . _ : - characters, starting with a letter or digit."))
         return value
