@@ -30,7 +30,7 @@ class BundleConflict(Exception):
     """The bundle_id is already stored with other content.
 
     `same_device_signed` is true when the conflicting push verifies against the key of
-    the device that owns the stored bundle. Only then may the answer show its status.
+    the device that owns the stored bundle. Only then does the 409 response show its status.
     """
 
     def __init__(self, bundle: Bundle, *, same_device_signed: bool = False):
@@ -304,9 +304,9 @@ def _count_repeat_push(existing: Bundle, parsed: ParsedBundle, device: IngestDev
 def _touch_device_after_commit(device: IngestDevice) -> None:
     # Lock order everywhere is the device row before its bundle rows. Updating
     # last_seen_at inside this transaction would lock the device after the bundle and
-    # could deadlock with validation or a block action, so it runs after commit. It is
-    # written at most once per LAST_SEEN_RESOLUTION, because each write is a commit of
-    # its own and a busy device pushes many bundles a minute.
+    # could deadlock with validation or a block action, so it runs after commit. The write
+    # is skipped while the stored value is less than LAST_SEEN_RESOLUTION old, because each
+    # write is a commit of its own and a busy device pushes many bundles a minute.
     now = timezone.now()
     if device.last_seen_at is not None and now - device.last_seen_at < LAST_SEEN_RESOLUTION:
         return

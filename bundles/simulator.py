@@ -74,8 +74,8 @@ class Simulator:
 
     def push(self, scenario: str, identity: DeviceIdentity, bundle: dict, *, expected_status: str,
              expected_reason: str | None = None, sent_at: datetime | None = None, key=None) -> PushOutcome:
-        # TODO: with a Celery broker the push response says `received` and the final status comes
-        # later; the simulator has no status endpoint to poll, so it reports a mismatch.
+        # TODO: with a Celery broker the push response has the status `received` and the final
+        # status comes later. The simulator has no status endpoint to poll, so it reports a mismatch.
         document = identity.sign_for_push(bundle, sent_at=sent_at or self.now(), key=key)
         http_status, answer = post_json(f"{self.base_url}/offline/bundles", encode(document))
         outcome = PushOutcome(scenario=scenario, bundle_id=bundle["bundle_id"], device_id=identity.device_id,

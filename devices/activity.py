@@ -1,8 +1,8 @@
 """Per-device daily totals in offline_device_activity.
 
-The totals count the transactions of every bundle that holds a place against the daily
-limits: accepted bundles and those waiting in pending_review or quarantined. Rejecting a
-bundle that had a place releases it. Callers hold the device's row lock
+The totals count the transactions of every bundle that counts against the daily limits:
+accepted bundles and those waiting in pending_review or quarantined. Rejecting such a
+bundle releases its transactions from the totals. Callers hold the device's row lock
 (SELECT ... FOR UPDATE on offline_devices), so two bundles of one device never update
 the same day at once.
 """

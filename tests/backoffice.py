@@ -26,7 +26,7 @@ DEFAULT_REASONS = {
 
 @pytest.fixture
 def staff(make_user):
-    """Create a staff user of a role who holds the given countries."""
+    """Create a staff user of a role with access to the given countries."""
 
     def make(username, role, countries=("SN",)):
         user = make_user(username, role=role)

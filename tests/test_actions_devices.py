@@ -35,7 +35,7 @@ def test_block_quarantines_waiting_bundles(staff, make_bundle):
     assert block_row.old_values == {"status": "active"}
     assert block_row.new_values == {"status": "blocked"}
     assert AuditLog.objects.filter(action="bundle_quarantined", device_id="DEV_SN").count() == 2
-    # The received bundle now holds a place in the daily totals too: 3 bundles of 4000.
+    # The received bundle now counts in the daily totals too: 3 bundles of 4000.
     assert sum(DeviceActivity.objects.values_list("total_amount", flat=True)) == Decimal("12000")
 
 

@@ -229,7 +229,7 @@ def test_unknown_field_is_400(rejects, signed, path):
     rejects(with_change(signed, path, "x"), path=json_path(path), code="unknown_field")
 
 
-def test_unknown_field_with_odd_name_is_quoted_in_path(rejects, signed):
+def test_odd_unknown_field_name_quoted(rejects, signed):
     rejects(with_change(signed, ("a b",), 1), path='$."a b"', code="unknown_field")
 
 

@@ -114,7 +114,7 @@ def test_queue_status_stuck_worker_escalates():
 
 @pytest.mark.slow
 def test_exit_code_reaches_the_shell():
-    # The test's rows stay uncommitted, so the subprocess sees an empty database.
+    # The test's rows stay uncommitted, so the subprocess reads an empty database.
     healthy = run_manage("queue_status")
     missing = run_manage("diagnose_bundle", "bundle_nope")
 
