@@ -22,10 +22,10 @@ class StrictJSONParser(BaseParser):
     """Parse JSON with the bundle parser's rules: a size limit, no duplicate keys, bounded nesting.
 
     DRF's JSONParser keeps the last of duplicate keys and lets deep nesting raise
-    RecursionError, which would be a 500. DRF reads the whole request.body for its
-    JSONParser subclasses, and Django rejects an oversized request.body with an HTML 400,
-    so this parser checks the declared Content-Length, then reads at most one byte past
-    settings.API_MAX_BODY_BYTES from the stream, and returns 413 above it.
+    RecursionError, which would be a 500. DRF also reads the whole request.body for its
+    JSONParser subclasses, which Django rejects with an HTML 400 when it is too large.
+    This parser checks the declared Content-Length first, then reads at most one byte past
+    settings.API_MAX_BODY_BYTES from the stream, and raises a 413 above that limit.
     """
 
     media_type = "application/json"
