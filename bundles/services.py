@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+import psycopg
 from psycopg.types.json import Jsonb
 
 from audit.models import AuditAction, AuditLog
@@ -106,7 +107,7 @@ FETCH_DEVICE_SQL = (f"SELECT id, device_id, country, key_alg, pubkey_pem, status
 
 
 def _fetch_device(device_id: str) -> IngestDevice | None:
-    with connection.cursor() as cursor:
+    with _server_binding_cursor() as cursor:
         cursor.execute(FETCH_DEVICE_SQL, [device_id])
         row = cursor.fetchone()
     return IngestDevice(*row) if row is not None else None
@@ -179,7 +180,7 @@ def _create_bundle(parsed: ParsedBundle, device: IngestDevice | None, signature_
     )
     received_details = {"sequence": parsed.sequence, "tx_count": len(parsed.transactions),
                         "signature_alg": parsed.signature_alg}
-    if not _insert_unless_stored(bundle, received_details):
+    if not _insert_unless_stored(bundle, parsed.json_text, received_details):
         return None
 
     tx_status = TransactionStatus.REJECTED if decision.status == BundleStatus.REJECTED else TransactionStatus.PENDING
@@ -225,7 +226,10 @@ def _insert_bundle_sql() -> str:
         f"ON CONFLICT ({quote(Bundle._meta.get_field('bundle_id').column)}) DO NOTHING RETURNING id, bundle_id), "
         f"received_audit_row AS ("
         f"INSERT INTO {AuditLog._meta.db_table} ({audit_columns}) "
-        f"SELECT {', '.join(['%s'] * len(RECEIVED_AUDIT_FIELDS))}, bundle_id FROM new_bundle) "
+        # Parameters in a SELECT list are read as text, which PostgreSQL does not assign
+        # to an inet column without a cast.
+        f"SELECT {', '.join('%s::inet' if name == 'ip_address' else '%s' for name in RECEIVED_AUDIT_FIELDS)}, "
+        f"bundle_id FROM new_bundle) "
         f"SELECT id FROM new_bundle"
     )
 
@@ -236,7 +240,7 @@ def _insert_bundle_sql() -> str:
 INSERT_BUNDLE_SQL = _insert_bundle_sql()
 
 
-def _insert_unless_stored(bundle: Bundle, received_details: dict) -> bool:
+def _insert_unless_stored(bundle: Bundle, payload_text: str, received_details: dict) -> bool:
     """INSERT the bundle row and its bundle_received audit row; return whether they were inserted.
 
     The audit row is selected from the RETURNING of the bundle INSERT, so with ON CONFLICT
@@ -244,13 +248,13 @@ def _insert_unless_stored(bundle: Bundle, received_details: dict) -> bool:
     """
     bundle_row = [bundle.bundle_id, bundle.device_id, bundle.country, bundle.sequence, bundle.status,
                   bundle.reason_code, bundle.rejected_reason, bundle.device_created_at, bundle.device_sent_at,
-                  bundle.signature_alg, bundle.signature_value, bundle.content_hash, Jsonb(bundle.payload),
+                  bundle.signature_alg, bundle.signature_value, bundle.content_hash, payload_text,
                   bundle.tx_count, bundle.total_amount, bundle.currency, bundle.created_at, bundle.updated_at,
                   bundle.last_pushed_at, bundle.source_ip]
     audit_row = [AuditAction.BUNDLE_RECEIVED.value, f"device:{bundle.device_id}", bundle.device_id, bundle.country,
                  Jsonb(received_details), bundle.source_ip, bundle.created_at]
 
-    with connection.cursor() as cursor:
+    with _server_binding_cursor() as cursor:
         cursor.execute(INSERT_BUNDLE_SQL, bundle_row + audit_row)
         row = cursor.fetchone()
     if row is None:
@@ -262,20 +266,48 @@ def _insert_unless_stored(bundle: Bundle, received_details: dict) -> bool:
     return True
 
 
+def _server_binding_cursor():
+    """Return a cursor on Django's connection that sends the parameters apart from the SQL.
+
+    Django's psycopg cursors bind on the client: each parameter, the payload of up to
+    MAX_BUNDLE_BYTES included, is quoted into the SQL text in Python and then parsed
+    again by PostgreSQL. With server-side binding psycopg sends the values as they are.
+    The cursor shares the connection and so its transaction, and Django's wrapper still
+    translates database errors and logs the statement for the tests that count queries.
+    """
+    connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
 # Columns that COPY fills; the others take their database defaults, as in the model.
 TRANSACTION_COPY_FIELDS = ["bundle", "device_id", "position", "local_id", "type", "amount", "currency", "sender",
                            "receiver", "initiated_at", "note", "status"]
+# Built once per process, as INSERT_BUNDLE_SQL.
+COPY_TRANSACTIONS_SQL = (f"COPY {Transaction._meta.db_table} ("
+                         + ", ".join(connection.ops.quote_name(Transaction._meta.get_field(name).column)
+                                     for name in TRANSACTION_COPY_FIELDS)
+                         + ") FROM STDIN")
+BACKSLASH = "\\"
+ESCAPED_BACKSLASH = "\\\\"
 
 
 def _copy_transactions(parsed: ParsedBundle, status: str) -> None:
-    """Insert the bundle's transactions with one COPY, several times faster than a multi-row INSERT."""
-    columns = ", ".join(connection.ops.quote_name(Transaction._meta.get_field(name).column)
-                        for name in TRANSACTION_COPY_FIELDS)
+    """Insert the bundle's transactions with one COPY, several times faster than a multi-row INSERT.
+
+    The rows are written as COPY text here, because psycopg's write_row took about 3 µs
+    per row under the profiler of bench/ingest.py. After the wire checks, a backslash is
+    the only character that COPY text must escape. Only a note can contain one, and no
+    field contains a tab, a newline or another control character.
+    """
+    prefix = f"{parsed.bundle_id}\t{parsed.device_id}\t"
+    lines = [f"{prefix}{tx.position}\t{tx.local_id}\t{tx.type}\t{tx.amount}\t{tx.currency}\t{tx.sender}\t"
+             f"{tx.receiver}\t{tx.initiated_at.isoformat()}\t{tx.note.replace(BACKSLASH, ESCAPED_BACKSLASH)}\t"
+             f"{status}\n"
+             for tx in parsed.transactions]
     with connection.cursor() as cursor:
-        with cursor.copy(f"COPY {Transaction._meta.db_table} ({columns}) FROM STDIN") as copy:
-            for tx in parsed.transactions:
-                copy.write_row((parsed.bundle_id, parsed.device_id, tx.position, tx.local_id, tx.type, tx.amount,
-                                tx.currency, tx.sender, tx.receiver, tx.initiated_at, tx.note, status))
+        with cursor.copy(COPY_TRANSACTIONS_SQL) as copy:
+            copy.write("".join(lines))
 
 
 def _count_repeat_push(existing: Bundle, parsed: ParsedBundle, device: IngestDevice | None, signature_ok: bool,

@@ -1,6 +1,7 @@
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -203,3 +204,26 @@ def test_new_bundle_ingest_query_count(make_device, sample_bundle, now, django_a
     assert result.created
     assert Transaction.objects.filter(bundle_id=result.bundle.bundle_id).count() == 3
     assert AuditLog.objects.filter(bundle_id=result.bundle.bundle_id, action="bundle_received").count() == 1
+
+
+def test_payload_and_notes_are_stored_as_pushed(make_device, sample_bundle, push, now):
+    # The payload column is filled from the body text, so spacing, key order and escapes
+    # in the body must leave the same jsonb value as the parsed document. The transactions
+    # are written as COPY text, where a backslash must be escaped.
+    device = make_device()
+    bundle = sample_bundle(device, 3)
+    bundle["transactions"][0]["note"] = "Riz \"25 kg\" \\ Aïda \U0001F600"
+    bundle["transactions"][1]["note"] = None
+    bundle["transactions"][2]["note"] = "\\N"
+    bundle["transactions"][2]["initiated_at"] = "2026-12-04T09:58:00.1234567+01:00"
+    document = device.sign_for_push(bundle, sent_at=now)
+    body = json.dumps(dict(reversed(document.items())), indent=2, ensure_ascii=True).encode()
+
+    response = push(device, bundle, body=body)
+
+    assert response.status_code == 202, response.content
+    assert Bundle.objects.get(bundle_id=bundle["bundle_id"]).payload == document
+    stored = Transaction.objects.filter(bundle_id=bundle["bundle_id"]).order_by("position")
+    assert [tx.note for tx in stored] == ["Riz \"25 kg\" \\ Aïda \U0001F600", "", "\\N"]
+    assert [tx.amount for tx in stored] == [Decimal(tx["amount"]) for tx in bundle["transactions"]]
+    assert stored[2].initiated_at == datetime(2026, 12, 4, 8, 58, 0, 123456, tzinfo=timezone.utc)
