@@ -22,6 +22,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db.models import OuterRef, Subquery
 
 from devices.activity import current_totals
 from devices.models import Device, DeviceStatus
@@ -218,11 +219,17 @@ def _mark_earlier_duplicates(bundle: Bundle, transactions: list[Transaction],
     review or quarantined and the transaction itself passed its checks. Returns
     {local_id: earlier bundle_id}.
     """
+    # The bundle's status is read by a subquery per matching row, not a join. With a join
+    # the planner may scan every bundle in those statuses and probe each one's
+    # transactions: 65 ms at 760 bundles when the statistics were older than the rows.
+    # The (device_id, local_id) index finds the candidates whatever the statistics say.
+    bundle_status = Bundle.objects.filter(bundle_id=OuterRef("bundle_id")).order_by().values("status")[:1]
     held = dict(
         Transaction.objects
-        .filter(device_id=bundle.device_id, local_id__in=[tx.local_id for tx in transactions],
-                bundle__status__in=ACTIVITY_STATUSES, failed_check="")
+        .filter(device_id=bundle.device_id, local_id__in=[tx.local_id for tx in transactions], failed_check="")
         .exclude(bundle_id=bundle.bundle_id)
+        .alias(bundle_status=Subquery(bundle_status))
+        .filter(bundle_status__in=ACTIVITY_STATUSES)
         .values_list("local_id", "bundle_id")
     )
     for tx in transactions:

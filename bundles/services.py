@@ -9,13 +9,13 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-import psycopg
 from psycopg.types.json import Jsonb
 
 from audit.models import AuditAction, AuditLog
 from audit.services import record
 from devices.keys import InvalidPublicKey, load_public_key, verify_signature
 from devices.models import Device, DeviceStatus
+from molam_offline.db import server_binding_cursor
 
 from .models import Bundle, BundleStatus, Transaction, TransactionStatus
 from .reasons import ReasonCode, reason_text
@@ -107,7 +107,7 @@ FETCH_DEVICE_SQL = (f"SELECT id, device_id, country, key_alg, pubkey_pem, status
 
 
 def _fetch_device(device_id: str) -> IngestDevice | None:
-    with _server_binding_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(FETCH_DEVICE_SQL, [device_id])
         row = cursor.fetchone()
     return IngestDevice(*row) if row is not None else None
@@ -254,7 +254,7 @@ def _insert_unless_stored(bundle: Bundle, payload_text: str, received_details: d
     audit_row = [AuditAction.BUNDLE_RECEIVED.value, f"device:{bundle.device_id}", bundle.device_id, bundle.country,
                  Jsonb(received_details), bundle.source_ip, bundle.created_at]
 
-    with _server_binding_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(INSERT_BUNDLE_SQL, bundle_row + audit_row)
         row = cursor.fetchone()
     if row is None:
@@ -264,20 +264,6 @@ def _insert_unless_stored(bundle: Bundle, payload_text: str, received_details: d
     bundle._state.adding = False
     bundle._state.db = connection.alias
     return True
-
-
-def _server_binding_cursor():
-    """Return a cursor on Django's connection that sends the parameters apart from the SQL.
-
-    Django's psycopg cursors bind on the client: each parameter, the payload of up to
-    MAX_BUNDLE_BYTES included, is quoted into the SQL text in Python and then parsed
-    again by PostgreSQL. With server-side binding psycopg sends the values as they are.
-    The cursor shares the connection and so its transaction, and Django's wrapper still
-    translates database errors and logs the statement for the tests that count queries.
-    """
-    connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 # Columns that COPY fills; the others take their database defaults, as in the model.

@@ -15,6 +15,7 @@ from audit.models import AuditAction
 from audit.services import record
 from devices.activity import add_activity, totals_by_local_day
 from devices.models import Device
+from molam_offline.db import server_binding_cursor
 from policies.models import Policy
 from reconciliation.services import enqueue_bundle
 
@@ -194,7 +195,7 @@ def _store_transaction_outcomes(transactions: list[Transaction]) -> None:
              "failure_reason": tx.failure_reason, "sira_score": tx.sira_score, "sira_reasons": tx.sira_reasons}
             for tx in transactions]
 
-    with connection.cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(STORE_OUTCOMES_SQL, [json.dumps(rows)])
         updated = cursor.rowcount
     if updated != len(transactions):  # The caller holds the bundle's lock, so no row can be missing.
