@@ -12,6 +12,8 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
@@ -138,8 +140,8 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def clean_up(servers: list, redis_process, work_dir: Path, *, keep: bool) -> None:
-    """Stop a benchmark's servers (SIGTERM) and its Redis, remove its files, drop its database unless `keep`."""
+def stop_servers(servers: list, redis_process, work_dir: Path) -> None:
+    """Stop a benchmark's servers (SIGTERM) and its Redis, and remove its files."""
     for process in servers:
         if process is not None:
             process.send_signal(signal.SIGTERM)
@@ -148,8 +150,47 @@ def clean_up(servers: list, redis_process, work_dir: Path, *, keep: bool) -> Non
     redis_process.wait(timeout=10)
     shutil.rmtree(work_dir, ignore_errors=True)
 
+
+def clean_up(servers: list, redis_process, work_dir: Path, *, keep: bool) -> None:
+    """Stop a benchmark's servers, close Django's connections and drop its database unless `keep`."""
+    stop_servers(servers, redis_process, work_dir)
+
     from django.db import connections
 
     connections.close_all()
     if not keep:
         drop_database()
+
+
+class RssSampler(threading.Thread):
+    """Sample the resident set size of processes and of their children every 50 ms; keep the peaks in MB.
+
+    `peaks[i]` is the peak of the i-th process, `children_peaks[i]` the highest peak of
+    any one of its children, such as a gunicorn or Celery pool worker.
+    """
+
+    def __init__(self, pids: list[int]):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.processes = [psutil.Process(pid) for pid in pids]
+        self.peaks = [0.0] * len(pids)
+        self.children_peaks = [0.0] * len(pids)
+        self.running = True
+
+    def run(self):
+        import psutil
+
+        while self.running:
+            for index, process in enumerate(self.processes):
+                try:
+                    self.peaks[index] = max(self.peaks[index], process.memory_info().rss / 2**20)
+                    for child in process.children():
+                        self.children_peaks[index] = max(self.children_peaks[index], child.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass  # The process or a child exited between two samples.
+            time.sleep(0.05)
+
+    def stop(self):
+        self.running = False
+        self.join()

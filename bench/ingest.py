@@ -36,14 +36,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.common import (BASE_DIR, BENCH_DATABASE, clean_up, create_database, database_url, machine,
-                          percentile, print_machine, psycopg_connect, setup_django)
+from bench.common import (BASE_DIR, BENCH_DATABASE, RssSampler, clean_up, create_database, database_url,
+                          machine, percentile, print_machine, psycopg_connect, setup_django)
 
 DEVICE_COUNT = 50
 
@@ -290,7 +289,7 @@ def run_http(bodies: list[bytes], *, port: int, clients: int, gunicorn: subproce
     for process in processes:
         process.start()
 
-    sampler = RssSampler(gunicorn.pid)
+    sampler = RssSampler([gunicorn.pid])
     sampler.start()
     time.sleep(0.5)  # Let every client connect and wait at the start line.
     start_event.set()
@@ -306,35 +305,8 @@ def run_http(bodies: list[bytes], *, port: int, clients: int, gunicorn: subproce
     if failures:
         raise RuntimeError(f"{failures} pushes did not return 202; see the gunicorn output above")
     summary = summarize(latencies, finished - started)
-    summary["worker_peak_rss_mb"] = sampler.peak_worker_mb
+    summary["worker_peak_rss_mb"] = sampler.children_peaks[0]
     return summary
-
-
-class RssSampler(threading.Thread):
-    """Sample the resident set size of the gunicorn workers every 50 ms and keep the peak."""
-
-    def __init__(self, master_pid: int):
-        super().__init__(daemon=True)
-        import psutil
-
-        self.master = psutil.Process(master_pid)
-        self.peak_worker_mb = 0.0
-        self.running = True
-
-    def run(self):
-        import psutil
-
-        while self.running:
-            try:
-                for worker in self.master.children():
-                    self.peak_worker_mb = max(self.peak_worker_mb, worker.memory_info().rss / 2**20)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    def stop(self):
-        self.running = False
-        self.join()
 
 
 # Memory of one 500-transaction bundle ------------------------------------------------

@@ -13,6 +13,9 @@ every run posts the same queue:
   locks the bundle, queue row and accounts in the worker's order, inserts the same journal
   entries with one INSERT ... SELECT FROM unnest, writes the balances, marks the
   transactions posted, completes the queue row and bundle and inserts the audit row.
+- **Celery**: one Celery worker with two pool processes on a local Redis, sent
+  `reconcile_sync_queue` tasks as beat sends them in production. Its row gives the peak
+  RSS of a pool process; the main process's is printed as the run goes.
 
 Throughput is posted transactions divided by the posting window: from the first journal
 entry's `posted_at` to the last queue row's `processed_at`, so Django's start-up is not
@@ -28,12 +31,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from bench.common import (BASE_DIR, create_database, database_url, drop_database, machine, print_machine,
-                          psycopg_connect)
+from bench.common import (BASE_DIR, RssSampler, create_database, database_url, drop_database, machine,
+                          print_machine, psycopg_connect, stop_servers)
 
 TEMPLATE_DATABASE = "molam_offline_bench_reconcile_template"
 DATABASE = "molam_offline_bench_reconcile"
@@ -147,33 +151,6 @@ def fresh_copy() -> None:
 
 # Reconcile processes -----------------------------------------------------------------
 
-class RssSampler(threading.Thread):
-    """Sample the resident set size of some processes every 50 ms and keep each one's peak, in MB."""
-
-    def __init__(self, pids: list[int]):
-        super().__init__(daemon=True)
-        import psutil
-
-        self.processes = [psutil.Process(pid) for pid in pids]
-        self.peaks = [0.0] * len(pids)
-        self.running = True
-
-    def run(self):
-        import psutil
-
-        while self.running:
-            for index, process in enumerate(self.processes):
-                try:
-                    self.peaks[index] = max(self.peaks[index], process.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-            time.sleep(0.05)
-
-    def stop(self):
-        self.running = False
-        self.join()
-
-
 def run_workers(count: int, batch_size: int) -> dict:
     """Start `count` reconcile processes at once on the fresh copy and wait for all of them."""
     environment = process_environment(DATABASE)
@@ -193,6 +170,53 @@ def run_workers(count: int, batch_size: int) -> dict:
         if process.returncode != 0:
             raise RuntimeError(f"reconcile exited with {process.returncode}: {stdout}\n{stderr[-2000:]}")
     return {"wall_s": wall, "peak_rss_mb": max(sampler.peaks), "summaries": [stdout.strip() for stdout, _ in outputs]}
+
+
+def run_celery_worker(batch_size: int, concurrency: int = 2) -> dict:
+    """Post the queue with reconcile_sync_queue tasks on one Celery worker, as beat sends them in production.
+
+    The worker runs `concurrency` pool processes, as deploy/k8s/worker.yaml does. Each task
+    posts at most MAX_BATCHES_PER_TICK batches, so enough tasks are sent to drain the queue,
+    plus one per pool process that finds it empty.
+    """
+    from celery import Celery
+
+    from bench.ingest import start_redis
+    from bench.validation_latency import start_celery_worker
+    from reconciliation.tasks import MAX_BATCHES_PER_TICK
+
+    work_dir = Path(tempfile.mkdtemp(prefix="molam-bench-reconcile-"))
+    redis_process, broker_url = start_redis(work_dir)
+    worker = None
+    try:
+        with psycopg_connect(DATABASE) as conn:
+            bundles = conn.execute("SELECT count(*) FROM offline_sync_queue WHERE status = 'pending'").fetchone()[0]
+        started = time.monotonic()
+        worker = start_celery_worker(broker_url, work_dir / "celery.log", concurrency, database=DATABASE,
+                                     RECONCILE_BATCH_SIZE=str(batch_size))
+        sampler = RssSampler([worker.pid])
+        sampler.start()
+
+        app = Celery(broker=broker_url)
+        tasks = -(-bundles // (MAX_BATCHES_PER_TICK * batch_size)) + concurrency
+        for _ in range(tasks):
+            app.send_task("reconciliation.reconcile_sync_queue")
+        wait_until_posted(timeout=3600)
+        wall = time.monotonic() - started
+        sampler.stop()
+    finally:
+        stop_servers([worker], redis_process, work_dir)
+    return {"wall_s": wall, "peak_rss_mb": max(sampler.children_peaks), "main_rss_mb": sampler.peaks[0]}
+
+
+def wait_until_posted(*, timeout: float) -> None:
+    """Wait until no queue row is left to post."""
+    deadline = time.monotonic() + timeout
+    with psycopg_connect(DATABASE, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM offline_sync_queue WHERE status <> 'done'").fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queue rows still open after {timeout:.0f} s; see the Celery worker log")
+            time.sleep(0.2)
 
 
 # Bare SQL baseline -------------------------------------------------------------------
@@ -336,7 +360,8 @@ def measure_size(transactions: int, accounts: int, batch_size: int) -> list[dict
     rows = []
     for label, run in [("1 worker", lambda: run_workers(1, batch_size)),
                        ("2 workers", lambda: run_workers(2, batch_size)),
-                       ("bare SQL", lambda: run_baseline(batch_size))]:
+                       ("bare SQL", lambda: run_baseline(batch_size)),
+                       ("Celery", lambda: run_celery_worker(batch_size))]:
         fresh_copy()
         result = run()
         window = check_and_measure(transactions)
@@ -344,6 +369,8 @@ def measure_size(transactions: int, accounts: int, batch_size: int) -> list[dict
                **result}
         rows.append(row)
         rss = f", peak RSS {row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else ""
+        if "main_rss_mb" in row:
+            rss += f" per pool process, {row['main_rss_mb']:.0f} MB the main process"
         print(f"  {label:<10} {row['tx_per_s']:>9,.0f} tx/s (posting window {window:.1f} s, "
               f"wall {row['wall_s']:.1f} s{rss})", flush=True)
     return rows

@@ -7,8 +7,9 @@ on a fixed schedule (open loop, so a slow response does not slow the senders), w
 every bundle has left `received`, and reports the time from sending the request to the
 bundle's validated_at, p50 and p99.
 
-It also prints how fast the worker validated the back-to-back bundles (a backlog), and the
-outcomes. The seeded policies allow 50 transactions per device per day, so by default every
+It also prints how fast the worker validated the back-to-back bundles (a backlog), the
+outcomes, and the peak resident set size of a gunicorn worker and of the Celery worker's
+main and pool processes over the whole run. The seeded policies allow 50 transactions per device per day, so by default every
 100-transaction bundle is rejected by the daily limit and is never scored; --scored raises
 the limits, so that every bundle goes through fraud scoring as well.
 
@@ -29,8 +30,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import BASE_DIR, BENCH_DATABASE, clean_up, create_database, database_url, machine, \
-    percentile, print_machine, setup_django
+from bench.common import BASE_DIR, BENCH_DATABASE, RssSampler, clean_up, create_database, database_url, \
+    machine, percentile, print_machine, setup_django
 from bench.ingest import (build_bodies, build_devices, free_port, register_devices, run_http, start_gunicorn,
                           start_redis)
 
@@ -56,9 +57,11 @@ def parse_arguments(argv=None):
     return parser.parse_args(argv)
 
 
-def start_celery_worker(broker_url: str, log_path: Path, concurrency: int) -> subprocess.Popen:
-    environment = {**os.environ, "DATABASE_URL": database_url(BENCH_DATABASE), "CELERY_BROKER_URL": broker_url,
-                   "MOLAM_QUICKSTART": "1", "LOG_LEVEL": "WARNING"}
+def start_celery_worker(broker_url: str, log_path: Path, concurrency: int, *, database: str = BENCH_DATABASE,
+                        **settings: str) -> subprocess.Popen:
+    """Start a prefork Celery worker on `database`; `settings` are extra environment variables."""
+    environment = {**os.environ, "DATABASE_URL": database_url(database), "CELERY_BROKER_URL": broker_url,
+                   "MOLAM_QUICKSTART": "1", "LOG_LEVEL": "WARNING", **settings}
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "molam_offline", "worker", "--loglevel", "WARNING", "--pool",
          "prefork", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
@@ -149,6 +152,8 @@ def main(argv=None) -> int:
         gunicorn = start_gunicorn(port, workers=arguments.workers, worker_class="sync", broker_url=broker_url)
         worker = start_celery_worker(broker_url, work_dir / "celery.log", arguments.concurrency)
         time.sleep(3)  # Let the worker connect to the broker.
+        sampler = RssSampler([gunicorn.pid, worker.pid])
+        sampler.start()
 
         warm_up = build_bodies(identities, size=1, count=8 * arguments.workers, label="warmup")
         run_http(warm_up, port=port, clients=arguments.workers, gunicorn=gunicorn)
@@ -182,6 +187,9 @@ def main(argv=None) -> int:
               f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
               f"max {max(latencies) * 1000:.0f} ms (target: p99 under 1 s)")
         print_outcomes(validated)
+        sampler.stop()
+        print(f"Peak RSS: gunicorn worker {sampler.children_peaks[0]:.0f} MB; Celery worker main process "
+              f"{sampler.peaks[1]:.0f} MB, pool process {sampler.children_peaks[1]:.0f} MB")
         print(f"Load average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     finally:
         clean_up([worker, gunicorn], redis_process, work_dir, keep=arguments.keep)

@@ -222,7 +222,7 @@ def _mark_earlier_duplicates(bundle: Bundle, transactions: list[Transaction],
     # The bundle's status is read by a subquery per matching row, not a join. With a join
     # the planner may scan every bundle in those statuses and probe each one's
     # transactions: 65 ms at 760 bundles when the statistics were older than the rows.
-    # The (device_id, local_id) index finds the candidates whatever the statistics say.
+    # The (device_id, local_id) index finds the candidates whatever the statistics estimate.
     bundle_status = Bundle.objects.filter(bundle_id=OuterRef("bundle_id")).order_by().values("status")[:1]
     held = dict(
         Transaction.objects

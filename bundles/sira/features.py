@@ -47,6 +47,7 @@ class PastTransaction(NamedTuple):
 
     device_id: str
     local_id: str
+    # The last four fields, in this order, are the identity that _known_transactions matches.
     sender: str
     receiver: str
     amount: Decimal
@@ -121,13 +122,14 @@ def _near_limit_times(timeline, sender_history, floor: Decimal) -> tuple[list[da
     return device_times, by_sender
 
 
-def _known_transactions(context: BundleContext) -> dict[tuple, str]:
-    """Map (sender, receiver, amount, initiated_at) of stored transactions to "device/local_id"."""
-    known = {}
-    for past in context.device_history + context.sender_history:
-        known.setdefault(_identity(past.sender, past.receiver, past.amount, past.initiated_at),
-                         f"{past.device_id}/{past.local_id}")
-    return known
+def _known_transactions(context: BundleContext) -> dict[tuple, tuple[str, ...]]:
+    """Map (sender, receiver, amount, initiated_at) of stored transactions to the first one, device history first.
+
+    The keys are the last four fields of a PastTransaction, so one slice builds each; the
+    history has up to 2,500 rows. Reversed, so that the first of equal keys is kept.
+    """
+    history = context.device_history + context.sender_history
+    return {past[2:]: past for past in reversed(history)}
 
 
 def _sequence_gap(context: BundleContext) -> int:
@@ -183,8 +185,12 @@ def extract_features(context: BundleContext, transactions: Sequence[TransactionL
                          if abs(past.initiated_at - moment) <= OTHER_DEVICE_WINDOW}
 
         identity = _identity(tx.sender, tx.receiver, tx.amount, moment)
-        replay_of = known.get(identity)
-        known.setdefault(identity, f"{context.device_id}/{tx.local_id}")
+        origin = known.get(identity)
+        replay_of = None
+        if origin is None:
+            known[identity] = (context.device_id, tx.local_id)
+        else:
+            replay_of = f"{origin[0]}/{origin[1]}"
 
         rollback = None
         if latest_before is not None and moment < latest_before:
