@@ -15,7 +15,7 @@ every run posts the same queue:
   transactions posted, completes the queue row and bundle and inserts the audit row.
 - **Celery**: one Celery worker with two pool processes on a local Redis, sent
   `reconcile_sync_queue` tasks as beat sends them in production. Its row gives the peak
-  RSS of a pool process; the main process's is printed as the run goes.
+  RSS of a pool process, and the run prints that of the main process.
 
 Throughput is posted transactions divided by the posting window: from the first journal
 entry's `posted_at` to the last queue row's `processed_at`, so Django's start-up is not

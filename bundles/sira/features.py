@@ -123,10 +123,10 @@ def _near_limit_times(timeline, sender_history, floor: Decimal) -> tuple[list[da
 
 
 def _known_transactions(context: BundleContext) -> dict[tuple, tuple[str, ...]]:
-    """Map (sender, receiver, amount, initiated_at) of stored transactions to the first one, device history first.
+    """Map each (sender, receiver, amount, initiated_at) of the stored history to its first transaction.
 
-    The keys are the last four fields of a PastTransaction, so one slice builds each; the
-    history has up to 2,500 rows. Reversed, so that the first of equal keys is kept.
+    The keys are the last four fields of a PastTransaction, so one slice builds each. The
+    history is read in reverse, so that the first of equal keys wins, device history first.
     """
     history = context.device_history + context.sender_history
     return {past[2:]: past for past in reversed(history)}
