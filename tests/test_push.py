@@ -206,7 +206,7 @@ def test_new_bundle_ingest_query_count(make_device, sample_bundle, now, django_a
     assert AuditLog.objects.filter(bundle_id=result.bundle.bundle_id, action="bundle_received").count() == 1
 
 
-def test_payload_and_notes_are_stored_as_pushed(make_device, sample_bundle, push, now):
+def test_payload_and_notes_stored_as_pushed(make_device, sample_bundle, push, now):
     # The payload column is filled from the body text, so spacing, key order and escapes
     # in the body must leave the same jsonb value as the parsed document. The transactions
     # are written as COPY text, where a backslash must be escaped.
