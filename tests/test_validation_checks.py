@@ -207,6 +207,28 @@ def test_earlier_local_id_marked_duplicate(make_device, push, now):
     assert accepted.details["duplicates"] == {repeated["local_id"]: first["bundle_id"]}
 
 
+def test_duplicate_lookup_joins_no_bundles(make_device, push, now):
+    # With a join, stale statistics let PostgreSQL scan every bundle in an activity status
+    # and probe its transactions. A subquery per matching row keeps the (device_id,
+    # local_id) index in front, so the lookup must not join the bundles table.
+    device = make_device()
+    first_payments = payments(device, 2, start=now - timedelta(hours=1))
+    first = device.seal(first_payments, created_at=now - timedelta(minutes=5))
+    push(device, first)
+    second = device.seal([dict(first_payments[0]), *payments(device, 1, start=now - timedelta(minutes=30))],
+                         created_at=now - timedelta(minutes=1))
+
+    with CaptureQueriesContext(connection) as queries:
+        push(device, second)
+
+    lookups = [query["sql"] for query in queries.captured_queries
+               if query["sql"].startswith('SELECT "offline_transactions"."local_id" AS "local_id"')
+               and '"offline_transactions"."local_id" IN (' in query["sql"]]
+    assert len(lookups) == 1
+    assert "JOIN" not in lookups[0]
+    assert Transaction.objects.get(bundle=stored(second), local_id=first_payments[0]["local_id"]).status == "duplicate"
+
+
 def test_all_duplicates_rejects_bundle(make_device, push, now):
     device = make_device()
     transactions = payments(device, 2, start=now - timedelta(hours=1))
