@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from molam_offline.admin_filters import RecentValuesFieldListFilter
-from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin
+from molam_offline.admin_tools import CountryListFilter, ReadOnlyAdmin
 from molam_offline.pagination import EstimatedCountPaginator
 
 from .models import AuditAction, AuditLog
@@ -55,28 +55,15 @@ def csv_cell(value) -> str:
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(CountryScopedAdmin):
+class AuditLogAdmin(ReadOnlyAdmin):
     """Read-only for everyone: PostgreSQL refuses UPDATE and DELETE on this table anyway."""
 
     list_display = ["created_at", "actor", "action", "bundle_id", "device_id", "country", "reason", "ip_address"]
     list_filter = [RejectionFilter, ("action", RecentValuesFieldListFilter), CountryListFilter, "created_at"]
     search_fields = ["=bundle_id", "=device_id", "actor"]
     date_hierarchy = "created_at"
-    show_full_result_count = False
     change_list_template = "admin/audit/auditlog/change_list.html"
     paginator = EstimatedCountPaginator
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in AuditLog._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "can_export": request.user.has_perm(EXPORT_PERMISSION)}

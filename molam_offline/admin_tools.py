@@ -58,6 +58,24 @@ class CountryScopedAdmin(admin.ModelAdmin):
         return obj
 
 
+class ReadOnlyAdmin(CountryScopedAdmin):
+    """A country-scoped admin that shows rows which only the product's own code writes."""
+
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class NoteForm(forms.Form):
     note = forms.CharField(label=gettext_lazy("Note"), widget=forms.Textarea(attrs={"rows": 3}),
                            help_text=gettext_lazy("Why you take this action; stored in the audit log."))

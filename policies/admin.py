@@ -9,7 +9,7 @@ from guardian.admin import ReinforcedGuardedModelAdminMixin
 from audit.models import AuditAction
 from audit.services import record
 from molam_offline.actions import ActionRefused
-from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin, NoteForm, confirm_action
+from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin, NoteForm, ReadOnlyAdmin, confirm_action
 from molam_offline.api import client_ip
 
 from . import actions
@@ -82,24 +82,13 @@ class PolicyAdmin(ReinforcedGuardedModelAdminMixin, CountryScopedAdmin):
 
 
 @admin.register(ChangeRequest)
-class ChangeRequestAdmin(CountryScopedAdmin):
+class ChangeRequestAdmin(ReadOnlyAdmin):
     list_display = ["id", "kind", "status", "country", "bundle", "new_values", "requested_by", "requested_at",
                     "decided_by", "decided_at"]
     list_filter = ["status", "kind", CountryListFilter]
     search_fields = ["=bundle__bundle_id", "requested_by__username"]
     list_select_related = ["bundle", "requested_by", "decided_by"]
-    readonly_fields = [f.name for f in ChangeRequest._meta.fields]
-    show_full_result_count = False
     actions = ["approve_selected", "reject_selected"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_decide_permission(self, request):
         return any(request.user.has_perm(permission) for permission in actions.APPROVER_PERMISSIONS.values())

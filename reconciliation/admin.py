@@ -2,29 +2,11 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from molam_offline.admin_tools import CountryListFilter, CountryScopedAdmin
+from molam_offline.admin_tools import CountryListFilter, ReadOnlyAdmin
 from policies.scoping import allowed_countries
 
 from .models import DeadLetter, JournalEntry, LedgerAccount, SyncQueueItem, WorkerHeartbeat
 from .services import QueueActionError, requeue_queue_item
-
-
-class ReadOnlyAdmin(CountryScopedAdmin):
-    """Rows written only by the worker and the loaders; the admin shows them, scoped by country."""
-
-    show_full_result_count = False
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.action(description=_("Requeue selected dead or failed rows"), permissions=["requeue"])
