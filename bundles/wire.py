@@ -152,8 +152,8 @@ def _checked_signature_input(document: dict) -> tuple[bytes, str]:
     the type walk, which costs as much as the encoding.
 
     The content hash covers the signed bytes without the sent_at member. With sorted keys
-    that member follows bundle_id, created_at and device_id, whose checked values hold no
-    quote, so it is the first `,"sent_at":` of the bytes. Removing it there saves encoding
+    that member follows bundle_id, created_at and device_id, whose checked values contain
+    no quote, so it is the first `,"sent_at":` of the bytes. Removing it there saves encoding
     the transactions a second time.
     """
     unsigned = {key: value for key, value in document.items() if key != "signature"}

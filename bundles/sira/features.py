@@ -122,11 +122,12 @@ def _near_limit_times(timeline, sender_history, floor: Decimal) -> tuple[list[da
     return device_times, by_sender
 
 
-def _known_transactions(context: BundleContext) -> dict[tuple, tuple[str, ...]]:
+def _known_transactions(context: BundleContext) -> dict[tuple, tuple]:
     """Map each (sender, receiver, amount, initiated_at) of the stored history to its first transaction.
 
     The keys are the last four fields of a PastTransaction, so one slice builds each. The
     history is read in reverse, so that the first of equal keys wins, device history first.
+    Each value starts with the device_id and local_id that a replay reason names.
     """
     history = context.device_history + context.sender_history
     return {past[2:]: past for past in reversed(history)}
